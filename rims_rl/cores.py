@@ -1,33 +1,39 @@
 """LSTM and GRU cores with the ``episode_starts`` extension, and :func:`make_core`, the factory agents use.
 
-Every core (``LSTMCore``, ``GRUCore``, :class:`rims_rl.RIM`) offers the same surface:
+Every core (:class:`LSTMCore`, :class:`GRUCore`, :class:`rims_rl.RIM`) offers the same surface:
 
 - ``forward(input, hx=None, *, episode_starts=None) -> (output, hx)`` with :class:`torch.nn.LSTM`'s input forms;
 - ``hidden_size``: the feature size of ``output``;
 - ``initial_state(batch_size, device=None, dtype=None) -> State``: the zero state.
 
-Symbols: ``T`` sequence length, ``B`` batch, ``L`` ``num_layers``, ``H`` ``hidden_size``, ``F`` ``input_size``.
+Symbols: ``T`` sequence length, ``B`` batch, ``L`` ``num_layers``, ``H`` ``hidden_size``, ``F`` ``input_size``,
+``S`` number of (sample, episode) segments.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rims_rl.rim import RIM
-from rims_rl.sequence import State, from_time_major, run_with_resets, to_time_major
+from rims_rl.sequence import State, from_time_major, map_state, reset_state, to_time_major
 
 
 class _ResettableRNN:
-    """Adds ``episode_starts`` and ``initial_state`` to a :class:`torch.nn.LSTM` or :class:`torch.nn.GRU`."""
+    """Adds ``episode_starts`` and ``initial_state`` to a :class:`torch.nn.LSTM` or :class:`torch.nn.GRU`.
+
+    Resets never cost a Python loop over time: a sequence whose resets all sit at ``t = 0`` is one plain call
+    on a zeroed initial state, and otherwise every (sample, episode) segment becomes one sequence of a
+    :class:`~torch.nn.utils.rnn.PackedSequence`, run in a single call (sb3-contrib instead loops over time
+    whenever any start flag is set, sb3-contrib issue #113).
+    """
 
     num_layers: int
     hidden_size: int
     batch_first: bool
-    bidirectional: bool
 
     def initial_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
@@ -49,26 +55,41 @@ class _ResettableRNN:
         :param episode_starts: bool, laid out like the input's leading dimensions (``(T, B)`` time-major).
         :return: ``output`` with the input's layout and last dimension ``H``, and the final state.
         """
-        if episode_starts is None:  # the plain nn.LSTM / nn.GRU call, untouched
-            return super().forward(input, hx)  # type: ignore[misc]  # cooperative call into nn.LSTM / nn.GRU
         x = to_time_major(input, hx, episode_starts, self.batch_first)
-        step = super().forward
-        if self.batch_first:
-            step = partial(_time_major_call, step)
-        out, state = run_with_resets(
-            step,
-            x.input,
-            x.hx,
-            x.episode_starts,
-            lambda: self.initial_state(x.input.shape[1], x.input.device, x.input.dtype),
-        )
-        return from_time_major(out, state, x.batched, self.batch_first)
+        if x.episode_starts is None:  # the plain nn.LSTM / nn.GRU call, untouched
+            return super().forward(input, hx)  # type: ignore[misc]  # cooperative call into nn.LSTM / nn.GRU
+        starts = x.episode_starts
+        hx = x.hx if x.hx is not None else self.initial_state(x.input.shape[1], x.input.device, x.input.dtype)
+        if bool(starts[1:].any()):
+            out, hx = self._forward_segments(x.input, hx, starts)
+        else:
+            seq = x.input.transpose(0, 1) if self.batch_first else x.input
+            out, hx = super().forward(seq, reset_state(hx, starts[0]))  # type: ignore[misc]  # as above
+            out = out.transpose(0, 1) if self.batch_first else out
+        return from_time_major(out, hx, x.batched, self.batch_first)
 
-
-def _time_major_call(step: Any, seq: Tensor, hx: State | None) -> tuple[Tensor, State]:
-    """Call a ``batch_first`` RNN's forward on a time-major sequence, returning a time-major output."""
-    out, hx = step(seq.transpose(0, 1), hx)
-    return out.transpose(0, 1), hx
+    def _forward_segments(self, input: Tensor, hx: State, starts: Tensor) -> tuple[Tensor, State]:
+        """One packed call over every (sample, episode) segment of a time-major ``(T, B, F)`` input."""
+        T, B = starts.shape
+        begins = starts.clone()
+        begins[0] = True
+        begins = begins.T.reshape(-1)  # sample-major: step t of sample b sits at b * T + t
+        seg_id = begins.cumsum(0) - 1  # (B*T,)
+        first = torch.nonzero(begins).flatten()  # (S,) flat index of each segment's first step
+        lengths = torch.diff(first, append=first.new_tensor([B * T]))
+        pos = torch.arange(B * T, device=input.device) - first[seg_id]  # step within its segment
+        padded = input.new_zeros(int(lengths.max()), first.numel(), input.shape[-1])
+        padded[pos, seg_id] = input.transpose(0, 1).reshape(B * T, -1)
+        packed = pack_padded_sequence(padded, lengths.cpu(), enforce_sorted=False)
+        # A segment starts from the given state only if it is its sample's first one and that sample does not
+        # reset at t = 0; every other segment starts an episode, from zeros.
+        sample = first // T
+        carry = (first % T == 0) & ~starts[0, sample]
+        h0 = map_state(lambda h: torch.where(carry.view(1, -1, 1), h[:, sample], 0.0), hx)
+        out, hn = super().forward(packed, h0)  # type: ignore[misc]  # cooperative call into nn.LSTM / nn.GRU
+        out = pad_packed_sequence(out)[0][pos, seg_id].view(B, T, -1).transpose(0, 1)
+        last = seg_id.view(B, T)[:, -1]  # each sample's final segment
+        return out, map_state(lambda h: h[:, last], hn)
 
 
 class LSTMCore(_ResettableRNN, nn.LSTM):

@@ -102,34 +102,3 @@ def from_time_major(output: Tensor, hx: State, batched: bool, batch_first: bool)
     if batch_first:
         output = output.transpose(0, 1)
     return output, hx
-
-
-def run_with_resets(
-    step: Callable[[Tensor, State | None], tuple[Tensor, State]],
-    input: Tensor,
-    hx: State | None,
-    episode_starts: Tensor | None,
-    initial_state: Callable[[], State],
-) -> tuple[Tensor, State]:
-    """Run a reset-unaware sequence function over ``(T, B, F)``, zeroing states where ``episode_starts`` is set.
-
-    The sequence is cut only at the time steps where some sample starts an episode, so a rollout with no reset
-    is one call and a training sequence whose resets all sit at ``t = 0`` is also one call (the initial state
-    is zeroed for the flagged samples).
-
-    :param step: ``(input (T', B, F), hx or None) -> (output (T', B, H), hx)``, e.g. a bound ``nn.LSTM.forward``.
-    :param episode_starts: ``(T, B)`` bool or ``None``.
-    :param initial_state: makes the zero state, used when ``hx`` is ``None`` and a reset must be applied.
-    """
-    if episode_starts is None:
-        return step(input, hx)
-    cut_times = torch.nonzero(episode_starts[1:].any(dim=1)).flatten().add(1).tolist()
-    bounds = [0, *cut_times, input.shape[0]]
-    outputs = []
-    for t0, t1 in zip(bounds[:-1], bounds[1:], strict=True):
-        if hx is None:
-            hx = initial_state()
-        hx = reset_state(hx, episode_starts[t0])
-        out, hx = step(input[t0:t1], hx)
-        outputs.append(out)
-    return torch.cat(outputs) if len(outputs) > 1 else outputs[0], hx
