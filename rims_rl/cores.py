@@ -114,6 +114,7 @@ class GRUCore(_ResettableRNN, nn.GRU):
 
 
 CORE_NAMES = ("lstm", "gru", "rim")
+_REQUIRED = {"lstm": ("hidden_size",), "gru": ("hidden_size",), "rim": ("hidden_size", "num_units", "k")}
 
 
 def make_core(name: str, input_size: int, **kwargs: Any) -> nn.Module:
@@ -129,10 +130,13 @@ def make_core(name: str, input_size: int, **kwargs: Any) -> nn.Module:
     >>> make_core("gru", 8, hidden_size=32)
     GRUCore(8, 32)
     """
+    if name not in CORE_NAMES:
+        raise ValueError(f"unknown core {name!r}; expected one of {', '.join(map(repr, CORE_NAMES))}")
+    missing = [arg for arg in _REQUIRED[name] if arg not in kwargs]
+    if missing:
+        raise ValueError(f"core {name!r} needs {', '.join(missing)}; got arguments {sorted(kwargs) or 'none'}")
     if name == "lstm":
         return LSTMCore(input_size, **kwargs)
     if name == "gru":
         return GRUCore(input_size, **kwargs)
-    if name == "rim":
-        return RIM(input_size, **kwargs)
-    raise ValueError(f"unknown core {name!r}; expected one of {', '.join(map(repr, CORE_NAMES))}")
+    return RIM(input_size, **kwargs)

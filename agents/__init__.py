@@ -1,0 +1,28 @@
+"""agents: recurrent PPO and A2C for Stable-Baselines3 with a pluggable core (lstm, gru, rim).
+
+>>> from agents import RecurrentPPO
+>>> policy_kwargs = dict(core="rim", core_kwargs=dict(hidden_size=64, num_units=4, k=2))
+>>> model = RecurrentPPO("MlpRecurrentPolicy", "CartPole-v1", policy_kwargs=policy_kwargs)
+"""
+
+from agents.a2c import RecurrentA2C
+from agents.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer, RecurrentRolloutBufferSamples
+from agents.policies import (
+    CnnRecurrentPolicy,
+    MlpRecurrentPolicy,
+    MultiInputRecurrentPolicy,
+    RecurrentActorCriticPolicy,
+)
+from agents.ppo import RecurrentPPO
+
+__all__ = [
+    "CnnRecurrentPolicy",
+    "MlpRecurrentPolicy",
+    "MultiInputRecurrentPolicy",
+    "RecurrentA2C",
+    "RecurrentActorCriticPolicy",
+    "RecurrentDictRolloutBuffer",
+    "RecurrentPPO",
+    "RecurrentRolloutBuffer",
+    "RecurrentRolloutBufferSamples",
+]

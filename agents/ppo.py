@@ -1,0 +1,314 @@
+"""Recurrent PPO for Stable-Baselines3 with a pluggable core (lstm, gru, rim): rollout, GAE, chunked update.
+
+Read top to bottom: :meth:`RecurrentPPO.collect_rollouts` steps the envs, threading the recurrent state and
+recording it at each chunk start; :meth:`RecurrentPPO.train` replays whole chunks of ``sequence_length`` steps
+from their recorded states (truncated BPTT) and applies the clipped PPO loss. No padding, no masks, no per-step
+Python loop for LSTM/GRU cores.
+
+Chunk start rule: each chunk starts from the state the rollout policy had before the chunk's first step (the
+policy of the rollout, as in sb3-contrib's RecurrentPPO and CleanRL). States are not refreshed between epochs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+from torch.nn import functional as F
+
+from agents.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
+from agents.policies import (
+    CnnRecurrentPolicy,
+    MlpRecurrentPolicy,
+    MultiInputRecurrentPolicy,
+    RecurrentActorCriticPolicy,
+)
+from rims_rl import State, map_state
+
+SelfRecurrentPPO = TypeVar("SelfRecurrentPPO", bound="RecurrentPPO")
+
+
+class RecurrentPPO(OnPolicyAlgorithm):
+    """Proximal Policy Optimization (arXiv 1707.06347) with a recurrent policy and truncated BPTT.
+
+    >>> from agents import RecurrentPPO
+    >>> model = RecurrentPPO("MlpRecurrentPolicy", "CartPole-v1", n_steps=64, batch_size=128, sequence_length=16,
+    ...                      policy_kwargs=dict(core="rim", core_kwargs=dict(hidden_size=24, num_units=3, k=2)))
+    >>> model = model.learn(256)
+
+    :param policy: ``"MlpRecurrentPolicy"``, ``"CnnRecurrentPolicy"``, ``"MultiInputRecurrentPolicy"`` or a
+        :class:`~agents.policies.RecurrentActorCriticPolicy` subclass. Choose the core with
+        ``policy_kwargs=dict(core="lstm"|"gru"|"rim", core_kwargs=dict(hidden_size=..., ...))``.
+    :param env: the environment (a VecEnv, a gymnasium env or its id).
+    :param learning_rate: learning rate, or a schedule of the remaining progress (1 to 0).
+    :param n_steps: steps per environment per rollout; a multiple of ``sequence_length``.
+    :param batch_size: steps per minibatch, a multiple of ``sequence_length`` (``batch_size // sequence_length``
+        whole chunks); ``None`` takes the whole rollout as one batch.
+    :param n_epochs: passes over the rollout per update.
+    :param gamma: discount factor.
+    :param gae_lambda: GAE lambda (1 gives Monte-Carlo advantages bootstrapped at the rollout's end).
+    :param clip_range: PPO's clipping parameter, or a schedule; ``None`` disables clipping (the A2C loss).
+    :param normalize_advantage: normalise advantages per minibatch.
+    :param ent_coef: entropy coefficient.
+    :param vf_coef: value-loss coefficient.
+    :param max_grad_norm: gradient clipping norm.
+    :param sequence_length: BPTT chunk length ``T``.
+    :param target_kl: stop an update early when the approximate KL exceeds ``1.5 * target_kl``; ``None``: never.
+    :param stats_window_size: episodes averaged in ``rollout/*`` logs.
+    :param tensorboard_log: tensorboard log folder, or ``None``.
+    :param policy_kwargs: policy constructor arguments.
+    :param verbose: 0 silent, 1 info, 2 debug.
+    :param seed: random seed.
+    :param device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    :param _init_setup_model: build the networks now (SB3 convention).
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpRecurrentPolicy": MlpRecurrentPolicy,
+        "CnnRecurrentPolicy": CnnRecurrentPolicy,
+        "MultiInputRecurrentPolicy": MultiInputRecurrentPolicy,
+    }
+    policy: RecurrentActorCriticPolicy
+    rollout_buffer: RecurrentRolloutBuffer | RecurrentDictRolloutBuffer  # type: ignore[assignment]
+    _last_state: State
+
+    def __init__(
+        self,
+        policy: str | type[RecurrentActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 2.5e-4,
+        n_steps: int = 128,
+        batch_size: int | None = 256,
+        n_epochs: int = 4,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_range: float | Schedule | None = 0.2,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.01,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        sequence_length: int = 32,
+        target_kl: float | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        for name, value in (("n_steps", n_steps), ("n_epochs", n_epochs), ("sequence_length", sequence_length)):
+            if value < 1:
+                raise ValueError(f"expected {name} >= 1, got {value}")
+        if n_steps % sequence_length != 0:
+            raise ValueError(
+                f"expected n_steps to be a multiple of sequence_length={sequence_length}, got n_steps={n_steps}"
+            )
+        if batch_size is not None and (batch_size < sequence_length or batch_size % sequence_length != 0):
+            raise ValueError(
+                f"expected batch_size to be a positive multiple of sequence_length={sequence_length}, "
+                f"got batch_size={batch_size}"
+            )
+        self.batch_size = batch_size
+        self.n_epochs = n_epochs
+        self.clip_range = clip_range
+        self.normalize_advantage = normalize_advantage
+        self.sequence_length = sequence_length
+        self.target_kl = target_kl
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=False,
+            sde_sample_freq=-1,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=_init_setup_model,
+            supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+        )
+
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        buffer_class = (
+            RecurrentDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else RecurrentRolloutBuffer
+        )
+        self.rollout_buffer = buffer_class(
+            self.n_steps,
+            self.observation_space,  # type: ignore[arg-type]  # a Dict space for the Dict buffer
+            self.action_space,
+            device=self.device,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            n_envs=self.n_envs,
+            sequence_length=self.sequence_length,
+        )
+        self.policy = self.policy_class(  # type: ignore[assignment]
+            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
+        )
+        if not isinstance(self.policy, RecurrentActorCriticPolicy):
+            raise ValueError(f"expected a RecurrentActorCriticPolicy subclass, got {type(self.policy).__name__}")
+        self.policy = self.policy.to(self.device)
+        self._clip_schedule = FloatSchedule(self.clip_range) if self.clip_range is not None else None
+        self._last_state = self.policy.initial_state(self.n_envs)
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """Fill the buffer with ``n_rollout_steps`` steps per env, threading the recurrent state."""
+        assert isinstance(rollout_buffer, RecurrentRolloutBuffer | RecurrentDictRolloutBuffer)
+        assert self._last_obs is not None
+        self.policy.set_training_mode(False)
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+        state = self._last_state
+        for step in range(n_rollout_steps):
+            if step % rollout_buffer.sequence_length == 0:
+                rollout_buffer.add_chunk_state(state)
+            with th.no_grad():
+                obs = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                starts = th.as_tensor(self._last_episode_starts, device=self.device).bool()
+                actions, values, log_probs, state = self.policy(obs, state, starts)
+            actions = actions.cpu().numpy()
+            env_actions = actions
+            if isinstance(self.action_space, spaces.Box):
+                env_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+            new_obs, rewards, dones, infos = env.step(env_actions)
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+            if isinstance(self.action_space, spaces.Discrete):
+                actions = actions.reshape(-1, 1)
+            # Bootstrap episodes cut by a time limit (SB3 issue #633) from the state after this step.
+            for i in np.flatnonzero(dones):
+                if infos[i].get("TimeLimit.truncated", False) and infos[i].get("terminal_observation") is not None:
+                    terminal_obs = self.policy.obs_to_tensor(infos[i]["terminal_observation"])[0]
+                    with th.no_grad():
+                        env_state = map_state(lambda s, i=i: s[:, i : i + 1].contiguous(), state)
+                        no_start = th.zeros(1, dtype=th.bool, device=self.device)
+                        terminal_value = self.policy.predict_values(terminal_obs, env_state, no_start)
+                    rewards[i] += self.gamma * terminal_value.item()
+            rollout_buffer.add(
+                self._last_obs,  # type: ignore[arg-type]
+                actions,
+                rewards,
+                self._last_episode_starts,  # type: ignore[arg-type]
+                values,
+                log_probs,
+            )
+            self._last_obs, self._last_episode_starts, self._last_state = new_obs, dones, state  # type: ignore[assignment]
+        with th.no_grad():
+            starts = th.as_tensor(dones, device=self.device).bool()
+            last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device), state, starts)  # type: ignore[arg-type]
+        rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def train(self) -> None:
+        """Update the policy on the rollout: ``n_epochs`` passes over random minibatches of whole chunks.
+
+        The update runs the policy in the rollout's mode (``eval()``: dropout off), so that it recomputes exactly
+        the rollout's log-probabilities and the ratio starts at 1 (pitfalls: dropout on in only one of the two
+        makes them differ).
+        """
+        self.policy.set_training_mode(False)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self._clip_schedule(self._current_progress_remaining) if self._clip_schedule else None
+        logs: dict[str, list[float]] = defaultdict(list)
+        continue_training = True
+        for _ in range(self.n_epochs):
+            for batch in self.rollout_buffer.get(self.batch_size):
+                actions = batch.actions
+                if isinstance(self.action_space, spaces.Discrete):
+                    actions = actions.long().flatten()
+                values, log_prob, entropy = self.policy.evaluate_actions(
+                    batch.observations, actions, batch.states, batch.episode_starts
+                )
+                advantages = batch.advantages
+                if self.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                log_ratio = log_prob - batch.old_log_prob
+                ratio = th.exp(log_ratio)
+                if clip_range is None:
+                    policy_loss = -(advantages * ratio).mean()
+                else:
+                    clipped = th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                    policy_loss = -th.min(advantages * ratio, advantages * clipped).mean()
+                    logs["clip_fraction"].append(((ratio - 1).abs() > clip_range).float().mean().item())
+                value_loss = F.mse_loss(batch.returns, values.flatten())
+                entropy_loss = -(entropy if entropy is not None else -log_prob).mean()
+                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                with th.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).mean().item()
+                if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+                    continue_training = False
+                    break
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+                for key, value in (
+                    ("policy_gradient_loss", policy_loss),
+                    ("value_loss", value_loss),
+                    ("entropy_loss", entropy_loss),
+                    ("loss", loss),
+                ):
+                    logs[key].append(value.item())
+                logs["approx_kl"].append(approx_kl)
+            self._n_updates += 1
+            if not continue_training:
+                break
+        for key, values_ in logs.items():
+            self.logger.record(f"train/{key}", float(np.mean(values_)))
+        self.logger.record(
+            "train/explained_variance",
+            float(explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())),
+        )
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if clip_range is not None:
+            self.logger.record("train/clip_range", clip_range)
+
+    def learn(
+        self: SelfRecurrentPPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfRecurrentPPO:
+        """Train for ``total_timesteps`` env steps (SB3's ``learn``)."""
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name or type(self).__name__,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_last_state", "_clip_schedule"]
