@@ -7,6 +7,7 @@
 
 from agents.a2c import RecurrentA2C
 from agents.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer, RecurrentRolloutBufferSamples
+from agents.extractors import MISSION_ENCODERS, MiniGridFeaturesExtractor
 from agents.policies import (
     CnnRecurrentPolicy,
     MlpRecurrentPolicy,
@@ -16,7 +17,9 @@ from agents.policies import (
 from agents.ppo import RecurrentPPO
 
 __all__ = [
+    "MISSION_ENCODERS",
     "CnnRecurrentPolicy",
+    "MiniGridFeaturesExtractor",
     "MlpRecurrentPolicy",
     "MultiInputRecurrentPolicy",
     "RecurrentA2C",

@@ -1,0 +1,42 @@
+"""MiniGrid environments, wrappers and generalisation splits for rims-rl.
+
+Importing this package registers MiniGrid's ids and this package's own (``RIMs-NovelDistractors-*``).
+It never imports hydra or ``agents``.
+"""
+
+import minigrid  # noqa: F401  (registers the MiniGrid-* ids)
+
+from envs.factory import make_env_fn, make_vec_env
+from envs.novel_distractors import HELDOUT_ID, TRAIN_ID, NovelDistractorsEnv, register_novel_distractors
+from envs.splits import Split, validate_env_id
+from envs.wrappers import (
+    MAX_MISSION_LEN,
+    PAD_ID,
+    UNK_ID,
+    VOCAB,
+    LevelSeedWrapper,
+    MissionToIdsWrapper,
+    encode_mission,
+    tokenize_mission,
+)
+
+register_novel_distractors()
+
+__all__ = [
+    "HELDOUT_ID",
+    "MAX_MISSION_LEN",
+    "PAD_ID",
+    "TRAIN_ID",
+    "UNK_ID",
+    "VOCAB",
+    "LevelSeedWrapper",
+    "MissionToIdsWrapper",
+    "NovelDistractorsEnv",
+    "Split",
+    "encode_mission",
+    "make_env_fn",
+    "make_vec_env",
+    "register_novel_distractors",
+    "tokenize_mission",
+    "validate_env_id",
+]
