@@ -1,11 +1,514 @@
-"""Placeholder until the RIM module lands."""
+"""Recurrent Independent Mechanisms (Goyal et al., 2019, arXiv 1909.10893) with the ``nn.LSTM`` interface.
 
-from torch import nn
+Symbols used in shapes:
+
+- ``T``: sequence length, ``B``: batch size, ``L``: ``num_layers``, ``F``: ``input_size``;
+- ``U``: ``num_units``, ``k``: active units per step, ``s``: unit size ``H // U``, ``H``: ``hidden_size``;
+- ``Hi`` / ``Hc``: input / communication attention heads, ``G``: gate width of a unit (``4s`` LSTM, ``3s``
+  GRU).
+
+Unit ``u`` owns the slice ``[u*s, (u+1)*s)`` of every hidden (and cell) vector. Inside the time loop the state
+is kept *unit-major*, ``(U, B, s)``, so every per-unit projection is one batched matmul over grouped weights
+``(U, in, out)``: no Python loop over units, no block-diagonal matrix.
+
+One step of a unit (the paper's version):
+
+1. Input attention. Unit ``u`` queries, from its own ``h_u``, two slots: the null input (zeros) and the input.
+   Keys have no bias, so the null key is zero (a key bias would cancel in the two-slot softmax anyway); values
+   have a bias, so the null value is that bias. Softmax over the two slots per head; the ``k`` units with the
+   least attention on the null slot (averaged over heads) are active (``torch.topk``). The unit reads the
+   attention-weighted value, ``a * v_input + (1 - a) * v_null``.
+2. Independent dynamics. Each unit has its own LSTM/GRU weights reading that value and its own ``h_u``.
+   Because the value is a two-slot mix, its input-to-gate projection is
+   ``W_ih v_null + a * W_ih (v_input - v_null)``;
+   both terms are state-independent, so :meth:`RIMCell.input_side` computes them for all ``T`` in one go and a
+   step only scales them by ``a``.
+3. Communication. Multi-head attention among the units' candidate states; each unit makes its query, key and
+   value from its own candidate; the output is projected back to ``s`` and added to the candidate (residual,
+   ``h = softmax(QK^T / sqrt(d)) V W_o + h_candidate``). Inactive units' candidates are detached where they
+   act as keys and values, so no gradient reaches an inactive unit through communication (the authors'
+   ``blocked_grad``).
+4. Sparse update. Active units take the new state; inactive units keep ``h`` (and ``c``) bit for bit
+   (``torch.where``), and gradient flows through the kept state.
+
+Where the authors' code differs: their communication residual is gated, ``sigmoid(W_g o) * tanh(W o)``; their
+Atari input attention takes the softmax across units with no null slot; their units are blocks of one big
+``LSTMCell`` whose off-block weights are zeroed on every forward. Attention key sizes here are per head, as in
+their code (paper Table 3: input keys 64, values ``4s``; communication keys and values 32, 4 heads).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rims_rl.sequence import State, from_time_major, map_state, reset_state, to_time_major
+
+CELLS = ("lstm", "gru")
+_GATES = {"lstm": 4, "gru": 3}
+
+
+class InputSide(NamedTuple):
+    """The state-independent part of :class:`RIMCell`'s steps, computed for a whole sequence at once.
+
+    :meth:`unbind` splits it into steps, whose ``keys`` and ``gates`` lose the leading ``T``.
+    """
+
+    keys: Tensor
+    """``(T, B, Hi, dk)``: keys of the input slot, scaled by ``1 / sqrt(dk)`` (the null key is zero)."""
+    gates: Tensor
+    """``(T, U, B, Hi, G)``: input-to-gate projection of (input value - null value), per head."""
+    null_gates: Tensor
+    """``(U, 1, G)``: input-to-gate projection of the null value (all heads) plus the gate bias."""
+    null_values: Tensor
+    """``(U, 1, Hi, G)``: input-to-gate projection of the null value per head (needed only under dropout)."""
+
+    def unbind(self) -> list[InputSide]:
+        """Split into ``T`` steps (one ``unbind``, whose backward stacks the steps' gradients once)."""
+        return [
+            self._replace(keys=k, gates=g)
+            for k, g in zip(self.keys.unbind(0), self.gates.unbind(0), strict=True)
+        ]
+
+
+def _check_positive(**sizes: int | None) -> None:
+    for name, value in sizes.items():
+        if value is not None and value <= 0:
+            raise ValueError(f"expected {name} > 0, got {name}={value}")
+
+
+def _grouped(*shape: int, factory: dict) -> nn.Parameter:
+    return nn.Parameter(torch.empty(*shape, **factory))
 
 
 class RIMCell(nn.Module):
-    pass
+    r"""One step of a layer of Recurrent Independent Mechanisms, the RIM counterpart of ``nn.LSTMCell``.
+
+    Args:
+        input_size: ``F``, the number of input features.
+        hidden_size: ``H``, the total hidden size over all units; must be divisible by ``num_units``.
+        num_units: ``U``, the number of independent units (mechanisms).
+        k: the number of units active at each step, ``1 <= k <= U``.
+        cell: the units' recurrence, ``"lstm"`` or ``"gru"``. Default: ``"lstm"``
+        dropout: dropout probability on the input and communication attention probabilities (active in
+            ``train()`` only). Default: 0
+        input_heads: ``Hi``, heads of the input attention. Default: 1
+        input_key_size: key (and query) size per input-attention head. Default: 64
+        input_value_size: value size per input-attention head. Default: ``None``, meaning ``4 * s``
+        comm_heads: ``Hc``, heads of the communication attention. Default: 4
+        comm_key_size: key (and query) size per communication head. Default: 32
+        comm_value_size: value size per communication head. Default: ``None``, meaning ``s``
+
+    Inputs: input, hx
+        - **input**: tensor of shape :math:`(B, F)`.
+        - **hx**: ``(h_0, c_0)`` for ``cell="lstm"``, ``h_0`` for ``cell="gru"``; each of shape
+          :math:`(B, H)`. Defaults to zeros.
+
+    Outputs: hx
+        - ``(h_1, c_1)`` for ``cell="lstm"``, ``h_1`` for ``cell="gru"``; each of shape :math:`(B, H)`.
+
+    After each call, ``last_active`` holds the detached bool mask of the active units, shape :math:`(B, U)`.
+
+    where:
+
+    .. math::
+        \begin{aligned}
+            B ={} & \text{batch size} \\
+            F ={} & \text{input\_size} \\
+            H ={} & \text{hidden\_size} \\
+            U ={} & \text{num\_units}, \quad s = H / U
+        \end{aligned}
+
+    Examples::
+
+        >>> cell = RIMCell(10, 24, num_units=4, k=2)
+        >>> h, c = cell(torch.randn(3, 10))
+        >>> h.shape, cell.last_active.sum(dim=1).tolist()
+        (torch.Size([3, 24]), [2, 2, 2])
+    """
+
+    last_active: Tensor | None
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_units: int,
+        k: int,
+        *,
+        cell: Literal["lstm", "gru"] = "lstm",
+        dropout: float = 0.0,
+        input_heads: int = 1,
+        input_key_size: int = 64,
+        input_value_size: int | None = None,
+        comm_heads: int = 4,
+        comm_key_size: int = 32,
+        comm_value_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        _check_positive(
+            input_size=input_size,
+            hidden_size=hidden_size,
+            num_units=num_units,
+            input_heads=input_heads,
+            input_key_size=input_key_size,
+            input_value_size=input_value_size,
+            comm_heads=comm_heads,
+            comm_key_size=comm_key_size,
+            comm_value_size=comm_value_size,
+        )
+        if hidden_size % num_units:
+            raise ValueError(
+                "expected hidden_size divisible by num_units, "
+                f"got hidden_size={hidden_size}, num_units={num_units}"
+            )
+        if not 1 <= k <= num_units:
+            raise ValueError(f"expected 1 <= k <= num_units={num_units}, got k={k}")
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(map(repr, CELLS))}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"expected dropout in [0, 1), got dropout={dropout}")
+        self.input_size, self.hidden_size, self.num_units, self.k = input_size, hidden_size, num_units, k
+        self.cell, self.dropout = cell, dropout
+        self.unit_size = s = hidden_size // num_units
+        self.input_heads, self.input_key_size = input_heads, input_key_size
+        self.input_value_size = input_value_size or 4 * s
+        self.comm_heads, self.comm_key_size = comm_heads, comm_key_size
+        self.comm_value_size = comm_value_size or s
+        self.gate_size = g = _GATES[cell] * s
+        u, hi, dk, dv = num_units, input_heads, input_key_size, self.input_value_size
+        hc, dkc, dvc = comm_heads, comm_key_size, self.comm_value_size
+        fk = {"device": device, "dtype": dtype}
+        # Input attention: keys and values of the input (shared by the units), per-unit queries.
+        self.weight_key = _grouped(input_size, hi * dk, factory=fk)
+        self.weight_value = _grouped(hi, input_size, dv, factory=fk)
+        self.bias_value = _grouped(hi, 1, dv, factory=fk)
+        # Per-unit recurrence: value -> gates (unit u's weight is weight_ih[:, :, u], one block per head), and
+        # h -> [input query | gates] fused (both read h_{t-1}).
+        self.weight_ih = _grouped(hi, dv, u, g, factory=fk)
+        self.bias_ih = _grouped(u, 1, g, factory=fk)
+        self.weight_hh = _grouped(u, s, hi * dk + g, factory=fk)
+        self.bias_hh = _grouped(u, 1, hi * dk + g, factory=fk)
+        # Communication: per-unit [query | key | value] from the candidate state, and the output projection.
+        self.weight_comm = _grouped(u, s, hc * (2 * dkc + dvc), factory=fk)
+        self.bias_comm = _grouped(u, 1, hc * (2 * dkc + dvc), factory=fk)
+        self.weight_out = _grouped(u, hc * dvc, s, factory=fk)
+        self.bias_out = _grouped(u, 1, s, factory=fk)
+        self.last_active = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``-style init: each weight and its bias uniform in ``±1 / sqrt(fan_in)``."""
+        fan_in = {
+            "weight_key": self.input_size,
+            "weight_value": self.input_size,
+            "bias_value": self.input_size,
+            "weight_ih": self.input_heads * self.input_value_size,
+            "bias_ih": self.input_heads * self.input_value_size,
+            "weight_hh": self.unit_size,
+            "bias_hh": self.unit_size,
+            "weight_comm": self.unit_size,
+            "bias_comm": self.unit_size,
+            "weight_out": self.comm_heads * self.comm_value_size,
+            "bias_out": self.comm_heads * self.comm_value_size,
+        }
+        for name, param in self.named_parameters():
+            bound = 1.0 / math.sqrt(fan_in[name])
+            nn.init.uniform_(param, -bound, bound)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, num_units={self.num_units}, k={self.k}"
+        s += f", cell={self.cell!r}"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        return (
+            s + f", input_heads={self.input_heads}, input_key_size={self.input_key_size}, "
+            f"input_value_size={self.input_value_size}, comm_heads={self.comm_heads}, "
+            f"comm_key_size={self.comm_key_size}, comm_value_size={self.comm_value_size}"
+        )
+
+    def input_side(self, input: Tensor) -> InputSide:
+        """Compute the state-independent work of ``T`` steps at once.
+
+        :param input: ``(T, B, F)``.
+        """
+        hi, dk = self.input_heads, self.input_key_size
+        steps, batch = input.shape[:2]
+        keys = (input @ self.weight_key).unflatten(-1, (hi, dk)) * dk**-0.5
+        # The input slot minus the null slot, per head: the value bias cancels, leaving x W_v W_ih, which
+        # multi_dot evaluates in the cheaper order for this T * B.
+        x = input.flatten(0, 1)
+        per_head = zip(self.weight_value, self.weight_ih, strict=True)
+        gates = torch.stack([torch.linalg.multi_dot([x, w_v, w_ih.flatten(1)]) for w_v, w_ih in per_head], 1)
+        gates = gates.view(steps, batch, hi, self.num_units, self.gate_size).permute(0, 3, 1, 2, 4)
+        null_values = torch.bmm(self.bias_value, self.weight_ih.flatten(2)).view(hi, self.num_units, 1, -1)
+        null_values = null_values.permute(1, 2, 0, 3)  # (U, 1, Hi, G)
+        return InputSide(keys, gates, null_values.sum(2) + self.bias_ih, null_values)
+
+    def step(self, side: InputSide, hx: State) -> tuple[State, Tensor]:
+        """Advance one step on the unit-major state.
+
+        :param side: one step of :meth:`input_side`'s result (see :meth:`InputSide.unbind`).
+        :param hx: ``(h, c)`` (LSTM) or ``h`` (GRU), each unit-major ``(U, B, s)``.
+        :return: the new unit-major state and the active mask ``(U, B, 1)`` (bool).
+        """
+        h, c = hx if isinstance(hx, tuple) else (hx, None)
+        hi, dk = self.input_heads, self.input_key_size
+        dropout = self.dropout if self.training else 0.0
+        # 1. Input attention: a = P(input slot) = sigmoid(score_input - score_null), score_null = 0.
+        query_gates = torch.baddbmm(self.bias_hh, h, self.weight_hh)
+        query, gates_h = query_gates[..., : hi * dk].unflatten(-1, (hi, dk)), query_gates[..., hi * dk :]
+        attn = torch.sigmoid((query * side.keys).sum(-1))  # (U, B, Hi)
+        active = torch.zeros_like(attn[..., :1], dtype=torch.bool)
+        active.scatter_(0, attn.mean(-1, keepdim=True).topk(self.k, dim=0).indices, True)  # (U, B, 1)
+        # 2. Independent dynamics, gates_x = W_ih (a_null v_null + a v_input) + b_ih.
+        if dropout:
+            attn_null, attn = F.dropout(torch.stack((1.0 - attn, attn)), dropout, True).unbind(0)
+            gates_x = _mix(side.null_gates, attn_null + attn - 1.0, side.null_values)  # the sum is not 1 now
+            gates_x = _mix(gates_x, attn, side.gates)
+        else:
+            gates_x = _mix(side.null_gates, attn, side.gates)
+        s = self.unit_size
+        if c is None:  # GRU, gates (r, z, n)
+            rz = torch.sigmoid(gates_x[..., : 2 * s] + gates_h[..., : 2 * s])
+            r, z = rz.chunk(2, -1)
+            n = torch.tanh(torch.addcmul(gates_x[..., 2 * s :], r, gates_h[..., 2 * s :]))
+            h_new, c_new = torch.lerp(n, h, z), None
+        else:  # LSTM, gates (i, f, o, g)
+            gates = gates_x + gates_h
+            i, f, o = torch.sigmoid(gates[..., : 3 * s]).chunk(3, -1)
+            c_new = torch.addcmul(f * c, i, torch.tanh(gates[..., 3 * s :]))
+            h_new = o * torch.tanh(c_new)
+        # 3. Communication among candidates; inactive candidates give keys/values without gradient.
+        source = torch.where(active, h_new, h_new.detach()) if h_new.requires_grad else h_new
+        # 4. Sparse update.
+        h_new = torch.where(active, h_new + self._communicate(source, dropout), h)
+        if c is None:
+            return h_new, active
+        return (h_new, torch.where(active, c_new, c)), active
+
+    def _communicate(self, h: Tensor, dropout: float) -> Tensor:
+        """Multi-head attention among units: ``(U, B, s)`` -> ``(U, B, s)``, before the residual."""
+        hc, dkc, dvc = self.comm_heads, self.comm_key_size, self.comm_value_size
+        qkv = torch.baddbmm(self.bias_comm, h, self.weight_comm).permute(1, 0, 2)  # (B, U, Hc(2dk+dv))
+        q, k, v = (
+            t.unflatten(-1, (hc, -1)).transpose(1, 2) for t in qkv.split((hc * dkc, hc * dkc, hc * dvc), -1)
+        )
+        # Scores laid out (keys, queries): torch's softmax over a tiny last dimension is slow on CPU.
+        weights = torch.softmax(k @ q.transpose(-1, -2) * dkc**-0.5, dim=-2)
+        if dropout:
+            weights = F.dropout(weights, dropout, True)
+        read = weights.transpose(-1, -2) @ v  # (B, Hc, U, dv)
+        return torch.baddbmm(self.bias_out, read.permute(2, 0, 1, 3).flatten(2), self.weight_out)
+
+    def to_units(self, t: Tensor) -> Tensor:
+        """``(B, H)`` -> unit-major ``(U, B, s)``."""
+        return t.unflatten(-1, (self.num_units, self.unit_size)).transpose(0, 1).contiguous()
+
+    def initial_state(
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """The zero state, tensors of shape ``(B, H)``."""
+        ref = self.weight_hh
+        zeros = torch.zeros(
+            batch_size, self.hidden_size, device=device or ref.device, dtype=dtype or ref.dtype
+        )
+        return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
+
+    def forward(self, input: Tensor, hx: State | None = None) -> State:
+        if hx is None:
+            hx = self.initial_state(input.shape[0], input.device, input.dtype)
+        state, active = self.step(
+            self.input_side(input.unsqueeze(0)).unbind()[0], map_state(self.to_units, hx)
+        )
+        self.last_active = active.squeeze(-1).t().detach()
+        return map_state(_from_units, state)
+
+
+def _mix(base: Tensor, weights: Tensor, values: Tensor) -> Tensor:
+    """``base + sum_h weights_h * values_h``.
+
+    :param base: ``(U, B or 1, G)``; ``weights``: ``(U, B, Hi)``; ``values``: ``(U, B or 1, Hi, G)``.
+    :return: ``(U, B, G)``.
+    """
+    if weights.shape[-1] == 1:  # one head: a single fused op
+        return torch.addcmul(base, weights, values.squeeze(-2))
+    return base + (weights.unsqueeze(-1) * values).sum(-2)
+
+
+def _from_units(t: Tensor) -> Tensor:
+    """Unit-major ``(..., U, B, s)`` -> ``(..., B, U * s)``."""
+    return t.transpose(-3, -2).flatten(-2)
 
 
 class RIM(nn.Module):
-    pass
+    r"""A multi-layer RIM over sequences, a drop-in for :class:`torch.nn.LSTM` (``cell="lstm"``) or
+    :class:`torch.nn.GRU` (``cell="gru"``): same input forms, output and state shapes.
+
+    ``RIM(600, 300, num_units=6, k=4)`` replaces ``nn.LSTM(600, 300)``: 6 units of 50 features each, 4 of them
+    updated per step.
+
+    Args:
+        input_size: ``F``, the number of input features.
+        hidden_size: ``H``, the total hidden size over all units; must be divisible by ``num_units``.
+        num_units: ``U``, the number of independent units per layer.
+        k: the number of units active at each step, ``1 <= k <= U``.
+        cell: the units' recurrence, ``"lstm"`` or ``"gru"``. Default: ``"lstm"``
+        num_layers: ``L``, stacked RIM layers; layer ``l > 0`` reads layer ``l - 1``'s output. Default: 1
+        batch_first: if ``True``, input and output are ``(B, T, *)``; states are not affected.
+            Default: ``False``
+        dropout: dropout probability between layers (as ``nn.LSTM``) and on the input and communication
+            attention probabilities; active in ``train()`` only. Default: 0
+        input_heads: ``Hi``, heads of the input attention. Default: 1
+        input_key_size: key (and query) size per input-attention head. Default: 64
+        input_value_size: value size per input-attention head. Default: ``None``, meaning ``4 * s``
+        comm_heads: ``Hc``, heads of the communication attention. Default: 4
+        comm_key_size: key (and query) size per communication head. Default: 32
+        comm_value_size: value size per communication head. Default: ``None``, meaning ``s``
+
+    Inputs: input, hx, episode_starts
+        - **input**: tensor of shape :math:`(T, B, F)`, :math:`(B, T, F)` if ``batch_first``, or
+          :math:`(T, F)` unbatched.
+        - **hx**: ``(h_0, c_0)`` for ``cell="lstm"``, ``h_0`` for ``cell="gru"``; each of shape
+          :math:`(L, B, H)`, or :math:`(L, H)` unbatched. Defaults to zeros.
+        - **episode_starts** (keyword): bool, laid out like the input's leading dimensions, :math:`(T, B)`,
+          :math:`(B, T)` if ``batch_first``, :math:`(T,)` unbatched. Where set, that sample's state (every
+          layer) is zeroed before that step. Default: ``None``
+
+    Outputs: output, hx
+        - **output**: the last layer's ``h`` at every step, :math:`(T, B, H)`, :math:`(B, T, H)` if
+          ``batch_first``, or :math:`(T, H)` unbatched.
+        - **hx**: the final state, same structure and shapes as the input ``hx``.
+
+    After each forward, ``last_active`` holds which units were active: a detached bool tensor of shape
+    :math:`(T, B, L, U)`, always time-major, with :math:`B = 1` for an unbatched input.
+
+    where:
+
+    .. math::
+        \begin{aligned}
+            T ={} & \text{sequence length} \\
+            B ={} & \text{batch size} \\
+            L ={} & \text{num\_layers} \\
+            F ={} & \text{input\_size} \\
+            H ={} & \text{hidden\_size} \\
+            U ={} & \text{num\_units}, \quad s = H / U
+        \end{aligned}
+
+    Examples::
+
+        >>> rim = RIM(10, 24, num_units=4, k=2, num_layers=2)
+        >>> output, (h, c) = rim(torch.randn(5, 3, 10))
+        >>> output.shape, h.shape, rim.last_active.shape
+        (torch.Size([5, 3, 24]), torch.Size([2, 3, 24]), torch.Size([5, 3, 2, 4]))
+        >>> rim.last_active.sum(-1).unique().tolist()
+        [2]
+    """
+
+    last_active: Tensor | None
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_units: int,
+        k: int,
+        *,
+        cell: Literal["lstm", "gru"] = "lstm",
+        num_layers: int = 1,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        input_heads: int = 1,
+        input_key_size: int = 64,
+        input_value_size: int | None = None,
+        comm_heads: int = 4,
+        comm_key_size: int = 32,
+        comm_value_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        _check_positive(num_layers=num_layers)
+        cell_kwargs = dict(
+            cell=cell,
+            dropout=dropout,
+            input_heads=input_heads,
+            input_key_size=input_key_size,
+            input_value_size=input_value_size,
+            comm_heads=comm_heads,
+            comm_key_size=comm_key_size,
+            comm_value_size=comm_value_size,
+            device=device,
+            dtype=dtype,
+        )
+        self.cells = nn.ModuleList(
+            RIMCell(input_size if layer == 0 else hidden_size, hidden_size, num_units, k, **cell_kwargs)
+            for layer in range(num_layers)
+        )
+        self.input_size, self.hidden_size, self.num_units, self.k = input_size, hidden_size, num_units, k
+        self.cell, self.num_layers, self.batch_first, self.dropout = cell, num_layers, batch_first, dropout
+        self.last_active = None
+
+    def reset_parameters(self) -> None:
+        for cell in self.cells:
+            cell.reset_parameters()
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, num_units={self.num_units}, k={self.k}"
+        if self.cell != "lstm":
+            s += f", cell={self.cell!r}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        return s
+
+    def initial_state(
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """The zero state for ``batch_size`` samples: tensors of shape ``(L, B, H)``, like ``hx``."""
+        return map_state(
+            lambda t: t.expand(self.num_layers, -1, -1).clone(),
+            self.cells[0].initial_state(batch_size, device, dtype),
+        )
+
+    def forward(
+        self, input: Tensor, hx: State | None = None, *, episode_starts: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        x = to_time_major(input, hx, episode_starts, self.batch_first)
+        seq, batch = x.input, x.input.shape[1]
+        state = x.hx if x.hx is not None else self.initial_state(batch, seq.device, seq.dtype)
+        expected = (self.num_layers, batch, self.hidden_size)
+        for t in state if isinstance(state, tuple) else (state,):
+            if t.shape != expected:
+                raise ValueError(
+                    f"expected hx tensors of shape {expected} (time-major batch), got {tuple(t.shape)}"
+                )
+        finals, actives = [], []
+        for layer, cell in enumerate(self.cells):
+            if layer:
+                seq = F.dropout(seq, self.dropout, self.training)
+            sides = cell.input_side(seq).unbind()
+            layer_state = map_state(lambda t: cell.to_units(t[layer]), state)  # noqa: B023  # used at once
+            outputs, active = [], []
+            for t, side in enumerate(sides):
+                if x.episode_starts is not None:
+                    layer_state = reset_state(layer_state, x.episode_starts[t])
+                layer_state, step_active = cell.step(side, layer_state)
+                outputs.append(layer_state[0] if isinstance(layer_state, tuple) else layer_state)
+                active.append(step_active)
+            seq = _from_units(torch.stack(outputs))
+            finals.append(map_state(_from_units, layer_state))
+            actives.append(torch.cat(active, -1).permute(2, 1, 0))  # (T, B, U)
+        self.last_active = torch.stack(actives, 2).detach()
+        return from_time_major(
+            seq, map_state(lambda *ts: torch.stack(ts), *finals), x.batched, self.batch_first
+        )
