@@ -1,0 +1,108 @@
+"""``rims-rl-eval``: evaluate a saved model on a split and print (and write) the metrics as JSON.
+
+Examples::
+
+    rims-rl-eval checkpoint=outputs/2026-11-26/09-30-00                 # latest checkpoint, its own split
+    rims-rl-eval checkpoint=outputs/.../checkpoints/frames_000000300032 env=doorkey episodes=100
+
+The metrics are those logged during training (:mod:`experiments.evaluation`): ``eval/<scope>/<stat>``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+import envs
+from experiments.agent import load_agent
+from experiments.checkpoint import resolve_checkpoint, run_dir_of
+from experiments.config import CONFIG_DIR, ConfigError, as_frames, check_group_overrides, fail, model_label
+from experiments.evaluation import eval_targets, evaluate
+
+PROG = "rims-rl-eval"
+
+
+def main() -> None:
+    """Console entry point: check the command line's split choice, then run the Hydra app."""
+    try:
+        check_group_overrides(sys.argv[1:], groups=("env",))
+    except ConfigError as err:
+        fail(err, PROG)
+    hydra_main()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def hydra_main(cfg: DictConfig) -> None:
+    """Evaluate, print the JSON on stdout and write it to ``output`` (default: ``eval.json`` in the Hydra dir)."""
+    try:
+        result = evaluate_checkpoint(cfg)
+    except ConfigError as err:
+        fail(err, PROG)
+    text = json.dumps(result, indent=2)
+    output = Path(cfg.output) if cfg.output is not None else Path(HydraConfig.get().runtime.output_dir) / "eval.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text + "\n")
+    print(text)
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    """Load the checkpoint and the config of the run that saved it, then evaluate on the split.
+
+    :param cfg: the composed ``eval`` config
+    :return: ``{"checkpoint", "frames", "split", "model", "agent", "seed", "episodes", "metrics"}``
+    :raises ConfigError: for a missing checkpoint or run config, a bad split or bad counts
+    """
+    episodes = as_frames("episodes", cfg.episodes)
+    n_envs = min(as_frames("n_envs", cfg.n_envs), episodes)
+    try:
+        checkpoint = resolve_checkpoint(Path(cfg.checkpoint))
+    except FileNotFoundError as err:
+        raise ConfigError(f"checkpoint={cfg.checkpoint!r}: {err}") from None
+    saved = run_dir_of(checkpoint) / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"checkpoint={cfg.checkpoint!r}: expected the run's config at {str(saved)!r}")
+    run_cfg = OmegaConf.load(saved)
+    split_cfg = cfg.get("env") or run_cfg.env
+    try:
+        split = envs.Split(**OmegaConf.to_container(split_cfg, resolve=True)).validate()  # type: ignore[arg-type]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"env: {err}") from None
+
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(int(cfg.torch_threads))
+    algo = run_cfg.agent.algo
+    model = load_agent(checkpoint.model_path, algo, device=cfg.device)
+    targets = eval_targets(split, lambda env_id, seeds: envs.make_vec_env(env_id, n_envs, cfg.seed, level_seeds=seeds))
+    try:
+        metrics = evaluate(model, targets, episodes, cfg.seed)
+    finally:
+        for target in targets:
+            target.env.close()
+    model_cfg = OmegaConf.to_container(run_cfg.model, resolve=True)
+    assert isinstance(model_cfg, dict)
+    core = model_cfg.pop("core")
+    return {
+        "checkpoint": str(checkpoint.path),
+        "frames": int(model.num_timesteps),
+        "split": split.name,
+        "model": model_label(core, model_cfg),
+        "agent": algo,
+        "seed": int(cfg.seed),
+        "episodes": episodes,
+        "metrics": metrics,
+    }
+
+
+if __name__ == "__main__":
+    main()
