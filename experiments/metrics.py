@@ -6,6 +6,7 @@ Every row is one JSON object with an integer ``frames``. SB3's own logger (``tim
 
 from __future__ import annotations
 
+import contextlib
 import json
 import numbers
 import os
@@ -18,6 +19,8 @@ from typing import Any
 from stable_baselines3.common.logger import KVWriter, Logger
 
 METRICS_FILE = "metrics.jsonl"
+#: The run's identity (split, model label, seed, env ids, W&B id), written by ``rims-rl-train``.
+RUN_INFO_FILE = "run_info.json"
 
 
 class MetricsLog:
@@ -111,9 +114,14 @@ def truncate_metrics(path: Path, max_frames: int) -> int:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """:param path: a metrics file
-    :return: its rows, in order
+    :return: its rows, in order; a last line torn by a kill is ignored
+    :raises json.JSONDecodeError: for an invalid line elsewhere
     """
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in lines[:-1]]
+    with contextlib.suppress(json.JSONDecodeError):
+        rows.extend(json.loads(line) for line in lines[-1:])
+    return rows
 
 
 def init_wandb(

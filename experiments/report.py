@@ -44,11 +44,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from experiments.metrics import METRICS_FILE, RUN_INFO_FILE, read_metrics
 from experiments.published import Published, for_split
 
 PROG = "rims-rl-report"
-RUN_INFO_FILE = "run_info.json"
-METRICS_FILE = "metrics.jsonl"
 INFO_KEYS = ("split", "model", "seed", "train_envs", "heldout_envs")
 #: Pooled scopes of the eval metrics (``eval/<scope>/<stat>``); the other scopes are env ids.
 TRAIN, HELDOUT = "train", "heldout"
@@ -138,17 +137,7 @@ def load_run(path: Path) -> Run:
     """
     try:
         info = json.loads((path / RUN_INFO_FILE).read_text(encoding="utf-8"))
-        rows = []
-        lines = (path / METRICS_FILE).read_text(encoding="utf-8").splitlines()
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i == len(lines) - 1:  # a line torn by a kill
-                    continue
-                raise
+        rows = read_metrics(path / METRICS_FILE)
     except json.JSONDecodeError as err:
         raise ReportError(f"{path}: invalid JSON ({err})") from None
     missing = [k for k in INFO_KEYS if k not in info]

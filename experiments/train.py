@@ -44,10 +44,17 @@ from experiments.config import (
     fail,
 )
 from experiments.evaluation import EvalTarget, eval_targets, evaluate
-from experiments.metrics import METRICS_FILE, MetricsLog, init_wandb, new_wandb_id, sb3_logger, truncate_metrics
+from experiments.metrics import (
+    METRICS_FILE,
+    RUN_INFO_FILE,
+    MetricsLog,
+    init_wandb,
+    new_wandb_id,
+    sb3_logger,
+    truncate_metrics,
+)
 
 PROG = "rims-rl-train"
-RUN_INFO_FILE = "run_info.json"
 #: Mixed into the run seed to seed the evaluation envs (the same levels at every evaluation of a run).
 EVAL_SEED_STREAM = 1
 
