@@ -8,7 +8,8 @@ episodes are counted per env id, without favouring short episodes.
 Metric names: ``eval/<scope>/<stat>`` with scope ``train``, ``heldout`` (episodes pooled over that side's env
 ids) or an env id, and stat in :data:`STATS`. An env id that is both a train and a held-out env (a split by
 level seeds) gets the scopes ``<id>@train`` and ``<id>@heldout``. RIM cores add
-``eval/unit_activity/l{layer}_u{unit}``: the fraction of evaluation steps in which that unit was active.
+``eval/unit_activity/l{layer}_u{unit}``: the fraction of evaluation steps in which that unit was active, over
+all evaluated envs, and ``eval/<env>/unit_activity/l{layer}_u{unit}`` per env.
 """
 
 from __future__ import annotations
@@ -103,16 +104,23 @@ class UnitActivity:
         self.active = total if self.active is None else self.active + total
         self.steps += rows.shape[0]
 
-    def metrics(self) -> dict[str, float]:
-        """:return: ``eval/unit_activity/l{layer}_u{unit}`` -> fraction of counted steps active"""
+    def metrics(self, prefix: str = "eval/unit_activity") -> dict[str, float]:
+        """:param prefix: the metric names' prefix
+        :return: ``<prefix>/l{layer}_u{unit}`` -> fraction of counted steps active
+        """
         if self.active is None or self.steps == 0:
             return {}
         frac = (self.active / self.steps).tolist()
         return {
-            f"eval/unit_activity/l{layer}_u{unit}": value
-            for layer, units in enumerate(frac)
-            for unit, value in enumerate(units)
+            f"{prefix}/l{layer}_u{unit}": value for layer, units in enumerate(frac) for unit, value in enumerate(units)
         }
+
+    def __iadd__(self, other: UnitActivity) -> UnitActivity:
+        """Pool another counter's steps into this one."""
+        if other.active is not None:
+            self.active = other.active.clone() if self.active is None else self.active + other.active
+            self.steps += other.steps
+        return self
 
 
 def run_episodes(
@@ -188,23 +196,27 @@ def evaluate(model: Any, targets: Sequence[EvalTarget], n_episodes: int, seed: i
     :param n_episodes: episodes per target and action mode
     :param seed: env seed shared by all targets and both modes (same levels each evaluation)
     :return: ``eval/<scope>/<stat>`` for each target and for the pooled ``train`` and ``heldout`` scopes, plus
-        ``eval/unit_activity/*`` for a RIM core
+        ``eval/unit_activity/*`` and ``eval/<env>/unit_activity/*`` for a RIM core
     """
     core = getattr(model.policy, "core", None)
-    activity = UnitActivity(core) if isinstance(core, RIM) else None
-    on_step = activity.update if activity is not None else None
     metrics: dict[str, float] = {}
     pooled: dict[str, tuple[list[Episodes], list[Episodes]]] = {}
+    all_activity = UnitActivity(core) if isinstance(core, RIM) else None
     for target in targets:
+        activity = UnitActivity(core) if all_activity is not None else None
+        on_step = activity.update if activity is not None else None
         sampled = run_episodes(model, target.env, n_episodes, False, seed, on_step)
         greedy = run_episodes(model, target.env, n_episodes, True, seed, on_step)
         metrics.update({f"eval/{target.name}/{k}": v for k, v in episode_stats(sampled, greedy).items()})
+        if activity is not None and all_activity is not None:
+            metrics.update(activity.metrics(f"eval/{target.name}/unit_activity"))
+            all_activity += activity
         side = pooled.setdefault(target.scope, ([], []))
         side[0].append(sampled)
         side[1].append(greedy)
     for scope, (sampled_list, greedy_list) in pooled.items():
         stats = episode_stats(_concat(sampled_list), _concat(greedy_list))
         metrics.update({f"eval/{scope}/{k}": v for k, v in stats.items()})
-    if activity is not None:
-        metrics.update(activity.metrics())
+    if all_activity is not None:
+        metrics.update(all_activity.metrics())
     return metrics

@@ -16,6 +16,8 @@ What is written to ``--out`` (default ``<first dir>/report``), per split ``<s>``
   pooled ``train`` scope), one per held-out env id (and the pooled ``heldout`` scope when there are several);
   one line per model: the mean across seeds of each seed's eval curve, interpolated linearly onto the frames
   that all seeds cover, with a 95% percentile-bootstrap band across seeds;
+- ``<s>_unit_activity.{png,svg}`` (RIM runs): which units are active on each env at the last evaluation, one
+  heatmap per model and seed;
 - ``<s>_final.csv``: final return and success rate per model and scope: IQM with a 95% stratified-bootstrap CI
   (rliable), mean, standard deviation and number of seeds; ``<s>_improvement.csv``: the probability that each
   ``rim*`` model beats each ``lstm*`` model on the held-out envs (rliable, averaged over held-out env ids), with CI;
@@ -432,6 +434,61 @@ def plot_split(split: str, groups: dict[str, list[Run]], stat: str, opts: Option
     return paths
 
 
+def plot_unit_activity(split: str, groups: dict[str, list[Run]], out: Path) -> list[Path]:
+    """Write ``<split>_unit_activity.png`` and ``.svg`` for the runs that log RIM unit activity.
+
+    One heatmap per (RIM model, seed): rows are the envs (train first), columns the units, the colour is the
+    fraction of steps a unit was active at the run's last evaluation. Seeds are not averaged: which unit learns
+    what differs from seed to seed.
+
+    :param split: the split's name
+    :param groups: label -> runs
+    :param out: output directory
+    :return: the written files (none when no run logs unit activity)
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [(label, run, _last_activity(run)) for label, group in groups.items() for run in group]
+    shown = [item for item in shown if item[2]]
+    if not shown:
+        return []
+    train, heldout = split_envs([run for _, run, _ in shown])
+    cols = min(len(shown), 3)
+    rows = math.ceil(len(shown) / cols)
+    height = 1.5 + 0.35 * (len(train) + len(heldout))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, height * rows), squeeze=False)
+    image = None
+    for ax, (label, run, last) in zip(axes.flat, shown, strict=False):
+        units = [k.removeprefix("eval/unit_activity/") for k in last if k.startswith("eval/unit_activity/")]
+        envs = [(f"train: {_short(e)}", env_scope(run, e, TRAIN)) for e in train]
+        envs += [(f"held-out: {_short(e)}", env_scope(run, e, HELDOUT)) for e in heldout]
+        # Runs from before per-env activity was logged have only the pooled row.
+        envs = [(name, f"eval/{scope}/") for name, scope in envs if f"eval/{scope}/unit_activity/{units[0]}" in last]
+        envs = envs or [("all envs", "eval/")]
+        grid = np.array([[last[f"{prefix}unit_activity/{unit}"] for unit in units] for _, prefix in envs])
+        image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(units)), units, fontsize=7, rotation=45)
+        ax.set_yticks(range(len(envs)), [name for name, _ in envs], fontsize=7)
+        ax.set_title(f"{label}, seed {run.seed}", fontsize=9)
+    for ax in axes.flat[len(shown) :]:
+        ax.set_visible(False)
+    fig.colorbar(image, ax=axes, label="fraction of steps active", shrink=0.8)
+    fig.suptitle(f"{split}: RIM unit activity at the last evaluation", fontsize=10, y=1.03)
+    paths = [out / f"{split}_unit_activity.{ext}" for ext in ("png", "svg")]
+    for path in paths:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _last_activity(run: Run) -> dict[str, Any]:
+    """The run's last eval row that has unit activity (``{}`` if none)."""
+    return next((row for row in reversed(run.rows) if any(k.startswith("eval/unit_activity/") for k in row)), {})
+
+
 class FinalRow(NamedTuple):
     """One line of a split's final-score table.
 
@@ -596,6 +653,7 @@ def report_split(split: str, runs: Sequence[Run], opts: Options, out: Path) -> S
     """
     groups = label_runs(runs)
     figures = [p for stat in STAT_NAMES for p in plot_split(split, groups, stat, opts, out)]
+    figures += plot_unit_activity(split, groups, out)
     final = final_table(split, groups, opts)
     improvement = improvement_table(groups, opts)
     tables = [
@@ -652,6 +710,8 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
         ]
         for stat in STAT_NAMES:
             lines += [f"![{rep.split} {STAT_NAMES[stat]}]({rep.split}_{stat}.png)", ""]
+        if any(p.name == f"{rep.split}_unit_activity.png" for p in rep.figures):
+            lines += [f"![{rep.split} unit activity]({rep.split}_unit_activity.png)", ""]
         for stat, title in STAT_NAMES.items():
             lines += [f"### Final {title}: train and held-out (pooled)", ""]
             by = {(r.model, r.scope): r for r in rep.final if r.stat == stat}

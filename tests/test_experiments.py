@@ -297,10 +297,14 @@ def test_tiny_run_logs_train_and_heldout_metrics(tmp_path: Path, model: str, age
     evals = [row for row in rows if "eval/train/return_mean" in row]
     assert [row["frames"] for row in evals] == [128, 256]
     assert rows[-1]["frames"] == 256
-    activity = {k for k in keys if k.startswith("eval/unit_activity/")}
+    activity = {k for k in keys if "unit_activity/" in k}
     if model == "rim":
-        assert activity == {f"eval/unit_activity/l0_u{u}" for u in range(3)}
+        names = [f"l0_u{u}" for u in range(3)]
+        per_env = {f"eval/{env}/unit_activity/{n}" for env in ["MiniGrid-Empty-5x5-v0", *HELDOUT] for n in names}
+        assert activity == {f"eval/unit_activity/{n}" for n in names} | per_env
         assert all(0.0 <= evals[-1][k] <= 1.0 for k in activity)
+        # k=2 of 3 units are active at every step, so the fractions of one env sum to 2.
+        assert sum(evals[-1][f"eval/{HELDOUT[0]}/unit_activity/{n}"] for n in names) == pytest.approx(2.0)
     else:
         assert not activity
 

@@ -392,6 +392,9 @@ def test_report_on_real_tiny_sweep(tmp_path: Path) -> None:
     _ok(proc)
     for name in ("empty_return.png", "empty_return.svg", "empty_success.png", "report.md", "empty_final.csv"):
         assert (out / name).exists(), name
+    # The sweep has a RIM model: its activation patterns come as a figure, embedded in the report.
+    assert (out / "empty_unit_activity.png").stat().st_size > 1000
+    assert "(empty_unit_activity.png)" in (out / "report.md").read_text()
     rows = read_csv(out / "empty_final.csv")
     labels = {info["model"] for info in infos.values()}
     assert {r["model"] for r in rows} == labels and len(labels) == 2
