@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from tqdm import tqdm
 
 import envs
 from experiments.agent import build_agent, load_agent
-from experiments.checkpoint import latest_checkpoint, load_state, save_checkpoint, set_rng_states
+from experiments.checkpoint import CHECKPOINT_DIR, latest_checkpoint, load_state, save_checkpoint, set_rng_states
 from experiments.config import (
     CONFIG_DIR,
     ConfigError,
@@ -111,6 +112,8 @@ def train(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool = False)
     if resuming:
         kept = truncate_metrics(metrics_path, start if checkpoint is not None else -1)
         log.info("resuming %s from frame %d (%d metric rows kept)", run_dir, start, kept)
+    else:
+        _clear_previous_run(run_dir)
     if start >= spec.total_frames:
         log.info("%s is complete (%d frames)", run_dir, start)
         return
@@ -210,6 +213,17 @@ def _run_info(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool) -> 
     }
     path.write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+def _clear_previous_run(run_dir: Path) -> None:
+    """A new run in the directory of an earlier one (a rerun of a fixed sweep dir) replaces its metrics and
+    checkpoints, so that the two are never mixed; ``resume=`` is the way to continue a run instead.
+    """
+    previous = [path for path in (run_dir / METRICS_FILE, run_dir / CHECKPOINT_DIR) if path.exists()]
+    if previous:
+        log.warning("%s holds an earlier run: replacing its metrics and checkpoints", run_dir)
+    for path in previous:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _next_multiple(frames: int, every: int) -> int:
