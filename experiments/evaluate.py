@@ -11,13 +11,11 @@ The metrics are those logged during training (:mod:`experiments.evaluation`): ``
 from __future__ import annotations
 
 import json
-import random
 import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -77,12 +75,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"env: {err}") from None
 
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
     torch.set_num_threads(int(cfg.torch_threads))
     algo = run_cfg.agent.algo
     model = load_agent(checkpoint.model_path, algo, device=cfg.device)
+    model.set_random_seed(cfg.seed)  # after loading, which re-seeds python, numpy and torch with the run's seed
     targets = eval_targets(split, lambda env_id, seeds: envs.make_vec_env(env_id, n_envs, cfg.seed, level_seeds=seeds))
     try:
         metrics = evaluate(model, targets, episodes, cfg.seed)

@@ -216,12 +216,12 @@ def _run_info(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool) -> 
 
 
 def _clear_previous_run(run_dir: Path) -> None:
-    """A new run in the directory of an earlier one (a rerun of a fixed sweep dir) replaces its metrics and
-    checkpoints, so that the two are never mixed; ``resume=`` is the way to continue a run instead.
+    """A new run in the directory of an earlier one (a rerun of a fixed sweep dir) replaces its metrics,
+    checkpoints and W&B files, so that the two are never mixed; ``resume=`` is the way to continue a run instead.
     """
-    previous = [path for path in (run_dir / METRICS_FILE, run_dir / CHECKPOINT_DIR) if path.exists()]
+    previous = [path for path in (run_dir / METRICS_FILE, run_dir / CHECKPOINT_DIR, run_dir / "wandb") if path.exists()]
     if previous:
-        log.warning("%s holds an earlier run: replacing its metrics and checkpoints", run_dir)
+        log.warning("%s holds an earlier run: replacing its metrics, checkpoints and W&B files", run_dir)
     for path in previous:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 

@@ -34,6 +34,15 @@ class _ResettableRNN:
     num_layers: int
     hidden_size: int
     batch_first: bool
+    bidirectional: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.bidirectional or getattr(self, "proj_size", 0):
+            raise ValueError(
+                "expected a unidirectional core without projection (a recurrent policy runs forward in time), "
+                f"got bidirectional={self.bidirectional}, proj_size={getattr(self, 'proj_size', 0)}"
+            )
 
     def initial_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None

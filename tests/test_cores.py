@@ -86,3 +86,9 @@ def test_make_core(name: str, expected: type) -> None:
 def test_make_core_unknown_name() -> None:
     with pytest.raises(ValueError, match=r"unknown core 'transformer'; expected one of 'lstm', 'gru', 'rim'"):
         make_core("transformer", F_IN, hidden_size=H)
+
+
+@pytest.mark.parametrize("kwargs", [dict(bidirectional=True), dict(proj_size=4)])
+def test_cores_refuse_bidirectional_and_projection(kwargs):
+    with pytest.raises(ValueError, match="unidirectional core without projection"):
+        make_core("lstm", 8, hidden_size=16, **kwargs)

@@ -345,9 +345,10 @@ def test_float_frames_and_wandb_disabled(tmp_path: Path) -> None:
 
 def test_a_new_run_in_an_old_run_dir_replaces_it(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = [*_tiny(), "logger.wandb.mode=disabled", f"hydra.run.dir={run_dir}"]
+    args = [*_tiny(), f"hydra.run.dir={run_dir}"]
     _ok(_train([*args, "total_frames=256"], tmp_path))
     _ok(_train([*args, "total_frames=128"], tmp_path))
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
     rows = read_metrics(run_dir / "metrics.jsonl")
     _check_no_duplicates(rows)
     assert rows[-1]["frames"] == 128 and max(row["frames"] for row in rows) == 128
