@@ -459,9 +459,9 @@ def plot_unit_activity(split: str, groups: dict[str, list[Run]], out: Path) -> l
     cols = min(len(shown), 3)
     rows = math.ceil(len(shown) / cols)
     height = 1.5 + 0.35 * (len(train) + len(heldout))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 2.0, height * rows), squeeze=False, layout="constrained")
     image = None
-    for ax, (label, run, last) in zip(axes.flat, shown, strict=False):
+    for i, (ax, (label, run, last)) in enumerate(zip(axes.flat, shown, strict=False)):
         units = [k.removeprefix("eval/unit_activity/") for k in last if k.startswith("eval/unit_activity/")]
         envs = [(f"train: {_short(e)}", env_scope(run, e, TRAIN)) for e in train]
         envs += [(f"held-out: {_short(e)}", env_scope(run, e, HELDOUT)) for e in heldout]
@@ -471,12 +471,12 @@ def plot_unit_activity(split: str, groups: dict[str, list[Run]], out: Path) -> l
         grid = np.array([[last[f"{prefix}unit_activity/{unit}"] for unit in units] for _, prefix in envs])
         image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(units)), units, fontsize=7, rotation=45)
-        ax.set_yticks(range(len(envs)), [name for name, _ in envs], fontsize=7)
+        ax.set_yticks(range(len(envs)), [name for name, _ in envs] if i % cols == 0 else [], fontsize=7)
         ax.set_title(f"{label}, seed {run.seed}", fontsize=9)
     for ax in axes.flat[len(shown) :]:
         ax.set_visible(False)
     fig.colorbar(image, ax=axes, label="fraction of steps active", shrink=0.8)
-    fig.suptitle(f"{split}: RIM unit activity at the last evaluation", fontsize=10, y=1.03)
+    fig.suptitle(f"{split}: RIM unit activity at the last evaluation", fontsize=10)
     paths = [out / f"{split}_unit_activity.{ext}" for ext in ("png", "svg")]
     for path in paths:
         fig.savefig(path, dpi=120, bbox_inches="tight")
