@@ -16,6 +16,7 @@ def test_readme_has_python_examples():
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index):
+def test_readme_example_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples may save files
     code = BLOCKS[index].replace("300_000", "2048").replace("progress_bar=True", "progress_bar=False")
     exec(compile(code, f"README.md python block {index}", "exec"), {})
