@@ -1,4 +1,5 @@
-"""agents: recurrent PPO and A2C for Stable-Baselines3 with a pluggable core (lstm, gru, rim).
+"""agents: recurrent PPO and A2C for Stable-Baselines3 with a pluggable core (any
+:data:`rims_rl.CORES` name or an import path), and the algorithm registry :data:`ALGORITHMS`.
 
 >>> from agents import RecurrentPPO
 >>> policy_kwargs = dict(core="rim", core_kwargs=dict(hidden_size=64, num_units=4, k=2))
@@ -15,8 +16,10 @@ from agents.policies import (
     RecurrentActorCriticPolicy,
 )
 from agents.ppo import RecurrentPPO
+from agents.registry import ALGORITHMS, get_algorithm
 
 __all__ = [
+    "ALGORITHMS",
     "MISSION_ENCODERS",
     "CnnRecurrentPolicy",
     "MiniGridFeaturesExtractor",
@@ -28,4 +31,5 @@ __all__ = [
     "RecurrentPPO",
     "RecurrentRolloutBuffer",
     "RecurrentRolloutBufferSamples",
+    "get_algorithm",
 ]

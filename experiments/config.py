@@ -1,32 +1,32 @@
-"""Checking a composed config before anything is built, and the values derived from it.
+"""Config checking, in one place: the command line before Hydra composes anything, then the composed config
+against the schema (:mod:`experiments.schema`), then the values derived from it.
 
-Every check raises :class:`ConfigError` with a one-line message naming the bad value and what was expected;
-:func:`fail` prints it and exits non-zero. Derived values (the model label, the core kwargs, frame counts as
-ints) live in :class:`RunSpec`, never in the config.
+Every check raises :class:`ConfigError` with a one-line message naming the key, the bad value and what is allowed
+(the closest valid key for a typo); :func:`fail` prints it and exits with status 2. Derived values (the model
+label, the core kwargs, frame counts as ints) live in :class:`RunSpec`, never in the config.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import itertools
 import sys
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from experiments.schema import OPEN_SECTIONS, TrainSchema, schema_fields
 
 #: The repository's top-level ``configs/`` directory (the Hydra apps' ``config_path``).
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 #: Config groups whose options are files ``configs/<group>/<option>.yaml``.
 GROUPS = ("env", "model", "agent", "logger", "budget", "experiment")
-
-#: Recurrent cores, learning algorithms, vectorised-env kinds and W&B modes the runners accept.
-CORES = ("lstm", "gru", "rim")
-ALGOS = ("ppo", "a2c")
-VEC_ENVS = ("dummy", "subproc")
-WANDB_MODES = ("online", "offline", "disabled")
 
 
 class ConfigError(ValueError):
@@ -122,14 +122,19 @@ def as_frames(name: str, value: Any, minimum: int = 1) -> int:
 
 
 def model_label(core: str, core_kwargs: Mapping[str, Any]) -> str:
-    """The short name of a model used in run names and reports: ``lstm{H}``, ``gru{H}``, ``rim{H}_u{U}_k{k}``.
+    """The short name of a model in run names and reports, the one function every part uses: the core's name (an
+    import path's attribute, lower case), its ``hidden_size``, and ``_u{num_units}`` and ``_k{k}`` for a core
+    with units, whatever its name.
 
     >>> model_label("rim", {"hidden_size": 192, "num_units": 6, "k": 4})
     'rim192_u6_k4'
+    >>> model_label("lstm", {"hidden_size": 64}), model_label("my_pkg.cores:MyCore", {"hidden_size": 32})
+    ('lstm64', 'mycore32')
     """
-    label = f"{core}{core_kwargs.get('hidden_size')}"
-    if core == "rim":
-        label += f"_u{core_kwargs.get('num_units')}_k{core_kwargs.get('k')}"
+    label = f"{core.rpartition(':')[2].lower()}{core_kwargs.get('hidden_size')}"
+    for key, tag in (("num_units", "u"), ("k", "k")):
+        if key in core_kwargs:
+            label += f"_{tag}{core_kwargs[key]}"
     return label
 
 
@@ -140,19 +145,6 @@ def derive_seed(*entropy: int) -> int:
     True
     """
     return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1)[0] >> 1)
-
-
-def frames_scale(cfg: DictConfig) -> float:
-    """The ``budget`` group's ``frames_scale`` (1 for configs saved before the group existed).
-
-    :param cfg: the composed config
-    :return: the factor applied to ``total_frames``, ``eval.every_frames`` and ``checkpoint.every_frames``
-    :raises ConfigError: if it is not a number > 0
-    """
-    scale = OmegaConf.select(cfg, "budget.frames_scale", default=1.0)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-        raise ConfigError(f"budget.frames_scale={scale!r} is invalid; expected a number > 0")
-    return float(scale)
 
 
 def scaled_frames(frames: int, scale: float) -> int:
@@ -195,8 +187,9 @@ class RunSpec:
 def build_spec(cfg: DictConfig) -> RunSpec:
     """Check a composed ``train`` config and derive the run's values, without building any environment.
 
-    Env ids are checked with :meth:`envs.Split.validate`, model sizes by building the core with
-    :func:`rims_rl.make_core` on a dummy input size.
+    Every key and value is checked against :class:`~experiments.schema.TrainSchema` (:func:`check_config`), env ids
+    with :meth:`envs.Split.validate`, the model by building its core with :func:`rims_rl.make_core` on a dummy
+    input size (an import path that does not import, or an object without the core surface, fails here).
 
     :param cfg: the composed config
     :return: the run's spec
@@ -206,21 +199,12 @@ def build_spec(cfg: DictConfig) -> RunSpec:
     from experiments.metrics import check_wandb_login
     from rims_rl import make_core
 
-    scale = frames_scale(cfg)
-    total_frames = scaled_frames(as_frames("total_frames", cfg.total_frames), scale)
-    eval_every = scaled_frames(as_frames("eval.every_frames", cfg.eval.every_frames), scale)
-    eval_episodes = as_frames("eval.episodes", cfg.eval.episodes)
-    eval_n_envs = as_frames("eval.n_envs", cfg.eval.n_envs)
-    checkpoint_every = scaled_frames(as_frames("checkpoint.every_frames", cfg.checkpoint.every_frames), scale)
-    as_frames("n_envs", cfg.n_envs)
-    as_frames("torch_threads", cfg.torch_threads)
-    _check_choice("vec_env", cfg.vec_env, VEC_ENVS)
-    _check_choice("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
+    check_config(cfg, TrainSchema)
+    scale = float(OmegaConf.select(cfg, "budget.frames_scale", default=1.0))  # 1: saved before budgets existed
     try:
         check_wandb_login(cfg.logger.wandb.mode)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    _check_choice("agent.algo", cfg.agent.algo, ALGOS)
 
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     assert isinstance(env_cfg, dict)
@@ -231,29 +215,224 @@ def build_spec(cfg: DictConfig) -> RunSpec:
 
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(model, dict)
-    core = model.pop("core", None)
-    _check_choice("model.core", core, CORES)
+    core = model.pop("core")
     label = model_label(core, model)
     try:
         make_core(core, 8, **model)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model {label}: {err}") from None
 
+    eval_episodes = as_frames("eval.episodes", cfg.eval.episodes)
     return RunSpec(
         split=split,
         core=core,
         core_kwargs=model,
         label=label,
         algo=cfg.agent.algo,
-        total_frames=total_frames,
-        eval_every=eval_every,
+        total_frames=scaled_frames(as_frames("total_frames", cfg.total_frames), scale),
+        eval_every=scaled_frames(as_frames("eval.every_frames", cfg.eval.every_frames), scale),
         eval_episodes=eval_episodes,
-        eval_n_envs=min(eval_n_envs, eval_episodes),
-        checkpoint_every=checkpoint_every,
+        eval_n_envs=min(as_frames("eval.n_envs", cfg.eval.n_envs), eval_episodes),
+        checkpoint_every=scaled_frames(as_frames("checkpoint.every_frames", cfg.checkpoint.every_frames), scale),
     )
 
 
-def _check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} is invalid; choices: {', '.join(choices)}")
+# --- the composed config against the schema -----------------------------------------------------------------------
+
+
+def check_config(cfg: DictConfig, schema: type, prefix: str = "") -> None:
+    """Check every key and value of a composed config against a schema dataclass.
+
+    Keys the schema does not know are errors (with the closest known key), except in the open sections
+    (:data:`~experiments.schema.OPEN_SECTIONS`), where they must be arguments of the core's or the algorithm's
+    constructor; a field's rule (:func:`experiments.schema.rule`) checks its value. Keys absent from ``cfg`` are
+    not checked (configs saved by older versions lack some).
+
+    :param cfg: the composed config (or one of its sections)
+    :param schema: its schema dataclass
+    :param prefix: the section's path with a trailing dot, for the messages
+    :raises ConfigError: for the first unknown key or bad value
+    """
+    fields = schema_fields(schema)
+    for key in cfg:
+        path = f"{prefix}{key}"
+        if key not in fields:
+            if schema not in OPEN_SECTIONS:
+                raise ConfigError(unknown_key(path, cfg.get(key), [f"{prefix}{name}" for name in fields]))
+            continue
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"{path} is not set (???); expected a value")
+        node = cfg[key]
+        value = OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+        field = fields[key]
+        section = field.metadata.get("schema", field.default_factory)
+        if is_dataclass(section) and value is not None:
+            if not isinstance(node, DictConfig):
+                raise ConfigError(f"{path}={value!r} is invalid; expected a mapping")
+            check_config(node, section, f"{path}.")  # type: ignore[arg-type]  # a dataclass type
+        rule = field.metadata.get("check")
+        expected = rule(value) if rule is not None else None
+        if expected is not None:
+            raise ConfigError(f"{path}={value!r} is invalid; expected {expected}")
+    if schema is TrainSchema:
+        _check_constructor_keys(cfg)
+
+
+def _check_constructor_keys(cfg: DictConfig) -> None:
+    """The open keys of ``model`` and ``agent`` must be constructor arguments of the core and the algorithm."""
+    from agents import ALGORITHMS
+    from rims_rl import resolve_core
+
+    try:
+        core = resolve_core(cfg.model.core)
+    except ValueError as err:
+        raise ConfigError(f"model.core: {err}") from None
+    sections: list[tuple[str, Callable[..., Any], Iterable[str]]] = [("model", core, ("core",))]
+    sections.append(("agent", ALGORITHMS[cfg.agent.algo], ("algo", "policy_kwargs")))
+    for name, constructor, own in sections:
+        allowed = constructor_arguments(constructor)
+        if allowed is None:
+            continue
+        for key in cfg[name]:
+            if key not in own and key not in allowed:
+                choices = [f"{name}.{arg}" for arg in (*own, *sorted(allowed))]
+                raise ConfigError(unknown_key(f"{name}.{key}", cfg[name].get(key), choices))
+
+
+def constructor_arguments(constructor: Callable[..., Any]) -> set[str] | None:
+    """The keyword arguments a class or callable accepts after its first (``input_size`` or ``policy, env``), with
+    a class's bases' arguments when it passes ``**kwargs`` on.
+
+    :param constructor: a class or callable
+    :return: the argument names, or ``None`` when they cannot be known (a ``**kwargs`` that goes nowhere visible)
+
+    >>> from rims_rl import GRUCore
+    >>> {"hidden_size", "num_layers", "batch_first"} <= constructor_arguments(GRUCore)
+    True
+    """
+    classes = inspect.getmro(constructor) if inspect.isclass(constructor) else (constructor,)
+    names: set[str] = set()
+    for item in classes:
+        if item is object:
+            return None
+        try:
+            parameters = list(inspect.signature(item).parameters.values())
+        except (TypeError, ValueError):
+            return None
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        names |= {p.name for p in parameters if p.kind in kinds and not p.name.startswith("_")}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return names - {"self", "input_size", "policy", "env"}
+    return None
+
+
+def unknown_key(path: str, value: Any, choices: Iterable[str]) -> str:
+    """The message for a key that is not in the config.
+
+    :param path: the key, e.g. ``"seeed"``
+    :param value: its value
+    :param choices: the keys allowed there
+    :return: one line naming the key, its value, the closest allowed key and the allowed keys
+
+    >>> unknown_key("seeed", 1, ["seed", "device"])
+    'unknown key seeed=1; did you mean seed? expected one of: seed, device'
+    """
+    choices = list(choices)
+    by_name = {choice.rpartition(".")[2]: choice for choice in choices}  # match names, not the shared prefix
+    close = difflib.get_close_matches(path.rpartition(".")[2], list(by_name), n=1, cutoff=0.6)
+    hint = f"; did you mean {by_name[close[0]]}?" if close else ";"
+    return f"unknown key {path}={value!r}{hint} expected one of: {', '.join(choices)}"
+
+
+# --- the command line, before Hydra composes --------------------------------------------------------------------
+
+
+def check_command_line(
+    args: Iterable[str], config_name: str, schema: type, groups: Iterable[str] = GROUPS, config_dir: Path = CONFIG_DIR
+) -> None:
+    """Check a command line before Hydra runs: group choices (:func:`check_group_overrides`), then every
+    ``key=value`` against the config each combination of group choices composes to (unknown keys, ``+key`` for a
+    key that exists, and every value of a sweep against the schema).
+
+    Hydra's own keys (``hydra.*``, ``hydra/launcher=...``) and whatever Hydra cannot parse are left to Hydra.
+
+    :param args: the command-line arguments (``sys.argv[1:]``)
+    :param config_name: the primary config, ``"train"`` or ``"eval"``
+    :param schema: its schema dataclass
+    :param groups: its config groups
+    :param config_dir: the configs directory
+    :raises ConfigError: on the first problem
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups = tuple(groups)
+    check_group_overrides(args, groups, config_dir)
+    parser = OverridesParser.create()
+    choices, plain = [], []
+    for arg in args:
+        if arg.startswith("-") or ("=" not in arg and not arg.startswith("~")):
+            continue
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except Exception:  # anything Hydra cannot parse is Hydra's to report
+            continue
+        key = override.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")) or override.package is not None:
+            continue
+        if key in groups:
+            choices.append(override)
+        else:
+            plain.append(override)
+    if not plain:
+        return
+    options = [_values(override) for override in choices]
+    for combination in itertools.product(*options):
+        chosen = [f"{override.key_or_group}={value}" for override, value in zip(choices, combination, strict=True)]
+        base = _compose(config_name, chosen, config_dir)
+        for override in plain:
+            _check_key(base, override)
+        fixed = [str(o.input_line) for o in plain if not o.is_sweep_override()]
+        cfg = _compose(config_name, chosen + fixed, config_dir)
+        check_config(cfg, schema)
+        for override in plain:
+            if override.is_sweep_override():
+                for value in _values(override):
+                    variant = cfg.copy()
+                    OmegaConf.update(variant, override.key_or_group, value, force_add=True)
+                    check_config(variant, schema)
+
+
+def _values(override: Any) -> list[Any]:
+    """The values of a Hydra override: its sweep's elements, or its one value."""
+    if not override.is_sweep_override():
+        return [override.value()]
+    try:
+        return list(override.sweep_iterator())
+    except Exception:  # an interval sweep has no list of values
+        return []
+
+
+def _check_key(cfg: DictConfig, override: Any) -> None:
+    """An override must change an existing key, or add (``+``) a new one."""
+    key = override.key_or_group
+    parent, _, name = key.rpartition(".")
+    section = OmegaConf.select(cfg, parent) if parent else cfg
+    keys = list(section.keys()) if isinstance(section, DictConfig) else []
+    if override.is_add() and name in keys:
+        current = section[name] if not OmegaConf.is_missing(section, name) else "???"
+        raise ConfigError(f"+{key}: {key} is already set ({key}={current!r}); write {key}=<value> without the '+'")
+    if not override.is_add() and not override.is_force_add() and name not in keys:
+        values = [] if override.is_delete() else _values(override)
+        value = values[0] if len(values) == 1 else values
+        raise ConfigError(unknown_key(key, value, [f"{parent}.{k}" if parent else str(k) for k in keys]))
+
+
+def _compose(config_name: str, overrides: list[str], config_dir: Path) -> DictConfig:
+    """Compose a config with Hydra's compose API, as the app would (Hydra's errors become :class:`ConfigError`)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        try:
+            return compose(config_name, overrides=overrides)
+        except Exception as err:  # Hydra's composition errors span several lines
+            raise ConfigError(f"{' '.join(overrides)}: {err}") from None

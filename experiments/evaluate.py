@@ -5,7 +5,7 @@ Examples::
     rims-rl-eval checkpoint=outputs/2026-11-26/09-30-00                 # latest checkpoint, its own split
     rims-rl-eval checkpoint=outputs/.../checkpoints/frames_000000300032 env=doorkey episodes=100
 
-The metrics are those logged during training (:mod:`experiments.evaluation`): ``eval/<scope>/<stat>``.
+The metrics are those logged during training (:mod:`experiments.eval_loop`): ``eval/<scope>/<stat>``.
 """
 
 from __future__ import annotations
@@ -21,18 +21,19 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 import envs
-from experiments.agent import load_agent
+from experiments.builders import load_agent
 from experiments.checkpoint import resolve_checkpoint, run_dir_of
-from experiments.config import CONFIG_DIR, ConfigError, as_frames, check_group_overrides, fail, model_label
-from experiments.evaluation import eval_targets, evaluate
+from experiments.config import CONFIG_DIR, ConfigError, as_frames, check_command_line, check_config, fail, model_label
+from experiments.eval_loop import eval_targets, evaluate
+from experiments.schema import EvalSchema
 
 PROG = "rims-rl-eval"
 
 
 def main() -> None:
-    """Console entry point: check the command line's split choice, then run the Hydra app."""
+    """Console entry point: check the command line (split choice, keys, values), then run the Hydra app."""
     try:
-        check_group_overrides(sys.argv[1:], groups=("env",))
+        check_command_line(sys.argv[1:], "eval", EvalSchema, groups=("env",))
     except ConfigError as err:
         fail(err, PROG)
     hydra_main()
@@ -59,6 +60,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     :return: ``{"checkpoint", "frames", "split", "model", "agent", "seed", "episodes", "metrics"}``
     :raises ConfigError: for a missing checkpoint or run config, a bad split or bad counts
     """
+    check_config(cfg, EvalSchema)
     episodes = as_frames("episodes", cfg.episodes)
     n_envs = min(as_frames("n_envs", cfg.n_envs), episodes)
     try:

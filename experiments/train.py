@@ -29,22 +29,27 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
-import envs
-from experiments.agent import build_agent, load_agent
-from experiments.checkpoint import CHECKPOINT_DIR, latest_checkpoint, load_state, save_checkpoint, set_rng_states
-from experiments.config import (
-    CONFIG_DIR,
-    ConfigError,
-    RunSpec,
-    build_spec,
-    check_group_overrides,
-    derive_seed,
-    fail,
+from experiments.builders import (
+    build_agent,
+    build_eval_targets,
+    build_train_env,
+    eval_seed_of,
+    load_agent,
 )
-from experiments.evaluation import EvalTarget, eval_targets, evaluate
+from experiments.checkpoint import (
+    CHECKPOINT_DIR,
+    Checkpoint,
+    latest_checkpoint,
+    load_state,
+    save_checkpoint,
+    set_rng_states,
+)
+from experiments.config import CONFIG_DIR, ConfigError, RunSpec, build_spec, check_command_line, derive_seed, fail
+from experiments.eval_loop import EvalTarget, evaluate
 from experiments.metrics import (
     METRICS_FILE,
     RUN_INFO_FILE,
@@ -54,18 +59,17 @@ from experiments.metrics import (
     sb3_logger,
     truncate_metrics,
 )
+from experiments.schema import TrainSchema
 
 PROG = "rims-rl-train"
-#: Mixed into the run seed to seed the evaluation envs (the same levels at every evaluation of a run).
-EVAL_SEED_STREAM = 1
 
 log = logging.getLogger(__name__)
 
 
 def main() -> None:
-    """Console entry point: check the command line's config-group choices, then run the Hydra app."""
+    """Console entry point: check the command line (groups, keys, values), then run the Hydra app."""
     try:
-        check_group_overrides(sys.argv[1:])
+        check_command_line(sys.argv[1:], "train", TrainSchema)
     except ConfigError as err:
         fail(err, PROG)
     hydra_main()
@@ -76,23 +80,31 @@ def hydra_main(cfg: DictConfig) -> None:
     """One training run (one job of a sweep): resolve ``resume``, check the config, train."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     resuming = cfg.resume is not None
-    if resuming:
-        run_dir = Path(cfg.resume)
-        saved = run_dir / ".hydra" / "config.yaml"
-        if not saved.is_file():
-            fail(ConfigError(f"resume={cfg.resume!r}: no .hydra/config.yaml there; expected a run directory"), PROG)
-        loaded = OmegaConf.load(saved)
-        assert isinstance(loaded, DictConfig)
-        cfg = loaded
     try:
+        if resuming:
+            run_dir, cfg = saved_run(Path(cfg.resume))
         spec = build_spec(cfg)
         train(cfg, spec, run_dir, resuming)
     except ConfigError as err:
         fail(err, PROG)
 
 
+def saved_run(run_dir: Path) -> tuple[Path, DictConfig]:
+    """:param run_dir: the directory of a run to resume
+    :return: the directory and its saved config
+    :raises ConfigError: if it has no ``.hydra/config.yaml``
+    """
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"resume={str(run_dir)!r}: no .hydra/config.yaml there; expected a run directory")
+    cfg = OmegaConf.load(saved)
+    assert isinstance(cfg, DictConfig)
+    return run_dir, cfg
+
+
 def train(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool = False) -> None:
-    """Train, evaluate every ``eval.every_frames``, checkpoint every ``checkpoint.every_frames`` and at the end.
+    """Train, evaluate every ``eval.every_frames``, checkpoint every ``checkpoint.every_frames`` and at the end:
+    seed, prepare the run directory, build the envs and the agent, open the logs, learn.
 
     :param cfg: the composed config
     :param spec: its checked spec (:func:`experiments.config.build_spec`)
@@ -100,57 +112,104 @@ def train(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool = False)
     :param resuming: continue from the latest checkpoint in ``run_dir`` (from scratch if there is none),
         dropping the metrics logged after it
     """
-    # Seed
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(int(cfg.torch_threads))
+    # 1. Seed
+    seed_everything(cfg.seed, cfg.torch_threads)
 
-    checkpoint = latest_checkpoint(run_dir) if resuming else None
+    # 2. Run directory: resume from its checkpoint, or replace an earlier run
+    checkpoint = prepare_run_dir(run_dir, resuming)
     start = checkpoint.frames if checkpoint is not None else 0
-    metrics_path = run_dir / METRICS_FILE
-    if resuming:
-        kept = truncate_metrics(metrics_path, start if checkpoint is not None else -1)
-        log.info("resuming %s from frame %d (%d metric rows kept)", run_dir, start, kept)
-    else:
-        _clear_previous_run(run_dir)
     if start >= spec.total_frames:
         log.info("%s is complete (%d frames)", run_dir, start)
         return
-    info = _run_info(cfg, spec, run_dir, resuming)
+    info = write_run_info(cfg, spec, run_dir, resuming)
 
-    # Envs: training envs seeded from the seed and the frame count (a resumed run plays new episodes)
-    split = spec.split
+    # 3. Envs: training envs seeded from the seed and the frame count (a resumed run plays new episodes)
     env_seed = cfg.seed if start == 0 else derive_seed(cfg.seed, start)
-    env = envs.make_vec_env(split.train, cfg.n_envs, env_seed, vec_env=cfg.vec_env, level_seeds=split.train_seeds)
-    eval_seed = derive_seed(cfg.seed, EVAL_SEED_STREAM)
-    targets = eval_targets(
-        split, lambda env_id, seeds: envs.make_vec_env(env_id, spec.eval_n_envs, eval_seed, level_seeds=seeds)
-    )
+    env = build_train_env(cfg, spec, env_seed)
+    targets = build_eval_targets(spec, cfg.seed)
 
-    # Agent
+    # 4. Agent: new, or restored with its RNG states
     if checkpoint is None:
         model = build_agent(cfg, spec, env)
     else:
         model = load_agent(checkpoint.model_path, spec.algo, env=env, device=cfg.device)
         set_rng_states(load_state(checkpoint)["rng"])
         env.seed(env_seed)  # loading re-seeds the env with the run seed
+
+    # 5. Logs: metrics.jsonl, W&B and SB3's logger into both
+    metrics = open_metrics(cfg, spec, run_dir, info)
+    model.set_logger(sb3_logger(metrics))
+    log.info(
+        "run %s: %s on %s, %s, seed %d -> %s",
+        info["wandb_id"],
+        spec.label,
+        spec.split.name,
+        spec.algo,
+        cfg.seed,
+        run_dir,
+    )
+
+    # 6. Learn, evaluating and saving on schedule
+    try:
+        learn(model, spec, targets, metrics, run_dir, eval_seed_of(cfg.seed))
+    finally:
+        metrics.close()
+        env.close()
+        for target in targets:
+            target.env.close()
+
+
+def seed_everything(seed: int, torch_threads: int) -> None:
+    """Seed python, numpy and torch, and set torch's thread count."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(int(torch_threads))
+
+
+def prepare_run_dir(run_dir: Path, resuming: bool) -> Checkpoint | None:
+    """Resuming: find the latest checkpoint and drop the metrics logged after it. A new run: replace an earlier
+    run's files in ``run_dir``.
+
+    :return: the checkpoint to resume from, or ``None`` to start from scratch
+    """
+    if not resuming:
+        _clear_previous_run(run_dir)
+        return None
+    checkpoint = latest_checkpoint(run_dir)
+    start = checkpoint.frames if checkpoint is not None else 0
+    kept = truncate_metrics(run_dir / METRICS_FILE, start if checkpoint is not None else -1)
+    log.info("resuming %s from frame %d (%d metric rows kept)", run_dir, start, kept)
+    return checkpoint
+
+
+def open_metrics(cfg: DictConfig, spec: RunSpec, run_dir: Path, info: dict[str, Any]) -> MetricsLog:
+    """``metrics.jsonl`` (appended to) and, unless disabled, the run's W&B run (resumed under the same id)."""
     wandb_config = {**OmegaConf.to_container(cfg, resolve=True), "run_info": info}  # type: ignore[dict-item]
     wandb_run = init_wandb(
         cfg.logger.wandb,
         run_dir,
         info["wandb_id"],
-        f"{spec.label}_{split.name}_s{cfg.seed}",
+        f"{spec.label}_{spec.split.name}_s{cfg.seed}",
         info["wandb_group"],
         wandb_config,
     )
-    metrics = MetricsLog(metrics_path, wandb_run)
-    model.set_logger(sb3_logger(metrics))
-    log.info(
-        "run %s: %s on %s, %s, seed %d -> %s", info["wandb_id"], spec.label, split.name, spec.algo, cfg.seed, run_dir
-    )
+    return MetricsLog(run_dir / METRICS_FILE, wandb_run)
 
-    # Learn, evaluate, save
+
+def learn(
+    model: BaseAlgorithm, spec: RunSpec, targets: list[EvalTarget], metrics: MetricsLog, run_dir: Path, eval_seed: int
+) -> None:
+    """Learn up to ``spec.total_frames`` in chunks that end at the next evaluation or checkpoint, evaluating every
+    ``spec.eval_every`` and checkpointing every ``spec.checkpoint_every`` frames, and both at the end.
+
+    :param model: the agent (its ``num_timesteps`` is where it starts)
+    :param spec: the run's spec
+    :param targets: the evaluated envs
+    :param metrics: where evaluation results go
+    :param run_dir: where checkpoints go
+    :param eval_seed: the evaluation envs' seed
+    """
     frames = model.num_timesteps
     bar = tqdm(
         total=spec.total_frames,
@@ -175,24 +234,16 @@ def train(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool = False)
             if done or frames // spec.eval_every > previous // spec.eval_every:
                 results = evaluate(model, targets, spec.eval_episodes, eval_seed)
                 metrics.log(frames, results)
-                bar.set_postfix(
-                    train=results["eval/train/return_mean"], heldout=results["eval/heldout/return_mean"], refresh=False
-                )
-                log.info(
-                    "frames %d: return train %.3f, held-out %.3f",
-                    frames,
-                    results["eval/train/return_mean"],
-                    results["eval/heldout/return_mean"],
-                )
+                train_return, heldout_return = results["eval/train/return_mean"], results["eval/heldout/return_mean"]
+                bar.set_postfix(train=train_return, heldout=heldout_return, refresh=False)
+                log.info("frames %d: return train %.3f, held-out %.3f", frames, train_return, heldout_return)
             if done or frames // spec.checkpoint_every > previous // spec.checkpoint_every:
                 save_checkpoint(model, run_dir, frames)
     finally:
         bar.close()
-        metrics.close()
-        _close_envs(env, targets)
 
 
-def _run_info(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool) -> dict[str, Any]:
+def write_run_info(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool) -> dict[str, Any]:
     """Write (or, on resume, re-read the W&B id and group from) ``run_info.json``."""
     path = run_dir / RUN_INFO_FILE
     previous = json.loads(path.read_text()) if resuming and path.is_file() else {}
@@ -229,12 +280,6 @@ def _clear_previous_run(run_dir: Path) -> None:
 def _next_multiple(frames: int, every: int) -> int:
     """The first multiple of ``every`` after ``frames``."""
     return (frames // every + 1) * every
-
-
-def _close_envs(env: Any, targets: list[EvalTarget]) -> None:
-    env.close()
-    for target in targets:
-        target.env.close()
 
 
 class _LoopCallback(BaseCallback):

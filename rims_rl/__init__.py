@@ -4,8 +4,22 @@
 zero the state of samples where a new episode begins, which is what reinforcement learning needs.
 """
 
-from rims_rl.cores import CORE_NAMES, GRUCore, LSTMCore, make_core
+from rims_rl.cores import CORE_SURFACE, CORES, GRUCore, LSTMCore, check_core, make_core, register_core, resolve_core
 from rims_rl.rim import RIM, RIMCell
 from rims_rl.sequence import State, map_state, reset_state
 
-__all__ = ["CORE_NAMES", "RIM", "GRUCore", "LSTMCore", "RIMCell", "State", "make_core", "map_state", "reset_state"]
+__all__ = [
+    "CORES",
+    "CORE_SURFACE",
+    "RIM",
+    "GRUCore",
+    "LSTMCore",
+    "RIMCell",
+    "State",
+    "check_core",
+    "make_core",
+    "map_state",
+    "register_core",
+    "reset_state",
+    "resolve_core",
+]

@@ -1,10 +1,15 @@
-"""LSTM and GRU cores with the ``episode_starts`` extension, and :func:`make_core`, the factory agents use.
+"""LSTM and GRU cores with the ``episode_starts`` extension, the core registry :data:`CORES` and
+:func:`make_core`, the factory agents use.
 
-Every core (:class:`LSTMCore`, :class:`GRUCore`, :class:`rims_rl.RIM`) offers the same surface:
+Every core (:class:`LSTMCore`, :class:`GRUCore`, :class:`rims_rl.RIM`, or a user's own) offers the same surface
+(:data:`CORE_SURFACE`):
 
 - ``forward(input, hx=None, *, episode_starts=None) -> (output, hx)`` with :class:`torch.nn.LSTM`'s input forms;
 - ``hidden_size``: the feature size of ``output``;
 - ``initial_state(batch_size, device=None, dtype=None) -> State``: the zero state.
+
+A core that also sets ``last_active`` (a bool tensor ``(T, B, L, U)`` of the units active at each step, as
+:class:`rims_rl.RIM` does) gets unit-activity logging in ``experiments``, whatever its name.
 
 Symbols: ``T`` sequence length, ``B`` batch, ``L`` ``num_layers``, ``H`` ``hidden_size``, ``F`` ``input_size``,
 ``S`` number of (sample, episode) segments.
@@ -12,6 +17,9 @@ Symbols: ``T`` sequence length, ``B`` batch, ``L`` ``num_layers``, ``H`` ``hidde
 
 from __future__ import annotations
 
+import importlib
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -36,8 +44,8 @@ class _ResettableRNN:
     batch_first: bool
     bidirectional: bool
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, input_size: int, hidden_size: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(input_size, hidden_size, *args, **kwargs)
         if self.bidirectional or getattr(self, "proj_size", 0):
             raise ValueError(
                 "expected a unidirectional core without projection (a recurrent policy runs forward in time), "
@@ -122,30 +130,142 @@ class GRUCore(_ResettableRNN, nn.GRU):
     """
 
 
-CORE_NAMES = ("lstm", "gru", "rim")
-_REQUIRED = {"lstm": ("hidden_size",), "gru": ("hidden_size",), "rim": ("hidden_size", "num_units", "k")}
+#: The registered cores: name -> constructor ``(input_size, **kwargs) -> core``. :func:`register_core` adds to it;
+#: ``agents``, ``experiments`` and their error messages read it.
+CORES: dict[str, Callable[..., nn.Module]] = {"lstm": LSTMCore, "gru": GRUCore, "rim": RIM}
+
+#: What every core offers besides being an :class:`torch.nn.Module`: attribute -> what it is.
+CORE_SURFACE = {
+    "forward": "forward(input, hx=None, *, episode_starts=None) -> (output, state)",
+    "hidden_size": "hidden_size (the output's feature size)",
+    "initial_state": "initial_state(batch_size, device=None, dtype=None) -> state tensors (L, B, *)",
+}
+
+
+def register_core(name: str, constructor: Callable[..., nn.Module]) -> None:
+    """Register a core under a name, so that ``make_core(name, ...)`` and ``model.core=<name>`` build it.
+
+    :param name: the name; must not contain ``":"`` (that marks an import path)
+    :param constructor: a class or callable ``(input_size, **kwargs) -> core``
+    :raises ValueError: for a name already taken or containing ``":"``
+    """
+    if ":" in name or name in CORES:
+        raise ValueError(f"expected a new core name without ':', got {name!r} (registered: {', '.join(CORES)})")
+    CORES[name] = constructor
+
+
+def resolve_core(name: str) -> Callable[..., nn.Module]:
+    """The constructor of a core given by its registered name or by an import path ``package.module:Name``.
+
+    :param name: e.g. ``"rim"`` or ``"my_pkg.cores:MyCore"``
+    :return: the class or callable taking ``(input_size, **kwargs)``
+    :raises ValueError: for an unknown name, a module that does not import or a missing or non-callable attribute
+
+    >>> resolve_core("rims_rl:GRUCore") is resolve_core("gru")
+    True
+    >>> resolve_core("rims_rl:Nope")
+    Traceback (most recent call last):
+    ...
+    ValueError: core 'rims_rl:Nope': module 'rims_rl' has no attribute 'Nope'
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"expected a core name or an import path 'package.module:Name', got {name!r}")
+    if ":" not in name:
+        if name not in CORES:
+            choices = ", ".join(map(repr, CORES))
+            raise ValueError(
+                f"unknown core {name!r}; expected one of {choices} or an import path 'package.module:Name'"
+            )
+        return CORES[name]
+    module_name, _, attr = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"core {name!r}: cannot import module {module_name!r} ({type(err).__name__}: {err})") from None
+    constructor = getattr(module, attr, None)
+    if constructor is None:
+        raise ValueError(f"core {name!r}: module {module_name!r} has no attribute {attr!r}")
+    if not callable(constructor):
+        raise ValueError(f"core {name!r}: expected a class or callable, got {type(constructor).__name__}")
+    return constructor
+
+
+def check_core(core: Any, name: str = "core") -> None:
+    """Check that an object offers the core surface (:data:`CORE_SURFACE`).
+
+    :param core: the object
+    :param name: how to call it in the message
+    :raises ValueError: naming everything missing, in one line
+    """
+    missing = [] if isinstance(core, nn.Module) else ["to be a torch.nn.Module"]
+    for attr, description in CORE_SURFACE.items():
+        if not hasattr(core, attr) or (attr != "hidden_size" and not callable(getattr(core, attr))):
+            missing.append(description)
+    forward = getattr(core, "forward", None)
+    if callable(forward) and not _accepts_keyword(forward, "episode_starts"):
+        missing.append("an episode_starts keyword argument of forward")
+    if not isinstance(getattr(core, "hidden_size", 0), int):
+        missing.append("an int hidden_size")
+    if not missing and not _batch_on_dim_1(core):
+        missing.append("initial_state(3) to give tensors with the batch (3) on dimension 1")
+    if missing:
+        raise ValueError(f"{name} ({type(core).__name__}) lacks the core surface: expected {'; '.join(missing)}")
+
+
+def _batch_on_dim_1(core: Any) -> bool:
+    """Whether ``core.initial_state(3)`` gives a state whose tensors all have the batch on dimension 1."""
+    shapes: list[torch.Size] = []
+
+    def record(tensor: Tensor) -> Tensor:
+        shapes.append(tensor.shape)
+        return tensor
+
+    try:
+        map_state(record, core.initial_state(3))
+    except Exception:  # a user's initial_state that fails at all lacks the surface
+        return False
+    return bool(shapes) and all(len(shape) >= 2 and shape[1] == 3 for shape in shapes)
+
+
+def _accepts_keyword(function: Callable[..., Any], keyword: str) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: trust it
+        return True
+    return any(p.name == keyword or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _required_kwargs(constructor: Callable[..., Any]) -> list[str]:
+    """The constructor's arguments without a default, after ``input_size``."""
+    try:
+        parameters = list(inspect.signature(constructor).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    positional = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters[1:] if p.kind in positional and p.default is inspect.Parameter.empty]
 
 
 def make_core(name: str, input_size: int, **kwargs: Any) -> nn.Module:
-    """Build a recurrent core by name.
+    """Build a recurrent core by registered name (:data:`CORES`) or import path.
 
-    :param name: ``"lstm"`` (:class:`LSTMCore`), ``"gru"`` (:class:`GRUCore`) or ``"rim"`` (:class:`rims_rl.RIM`).
+    :param name: ``"lstm"`` (:class:`LSTMCore`), ``"gru"`` (:class:`GRUCore`), ``"rim"`` (:class:`rims_rl.RIM`),
+        another :func:`register_core` name, or an import path ``package.module:Name`` of a class or callable taking
+        ``(input_size, **kwargs)`` whose result offers the core surface.
     :param input_size: ``F``, the feature size of the input.
     :param kwargs: the core's constructor arguments, e.g. ``hidden_size``, ``num_layers``; for ``"rim"`` also
         ``num_units``, ``k`` and the attention sizes.
     :return: a module with ``forward(input, hx=None, *, episode_starts=None)``, ``hidden_size`` and
         ``initial_state``.
+    :raises ValueError: for an unknown name, an import path that does not resolve, missing arguments or a result
+        without the core surface
 
     >>> make_core("gru", 8, hidden_size=32)
     GRUCore(8, 32)
     """
-    if name not in CORE_NAMES:
-        raise ValueError(f"unknown core {name!r}; expected one of {', '.join(map(repr, CORE_NAMES))}")
-    missing = [arg for arg in _REQUIRED[name] if arg not in kwargs]
+    constructor = resolve_core(name)
+    missing = [arg for arg in _required_kwargs(constructor) if arg not in kwargs]
     if missing:
         raise ValueError(f"core {name!r} needs {', '.join(missing)}; got arguments {sorted(kwargs) or 'none'}")
-    if name == "lstm":
-        return LSTMCore(input_size, **kwargs)
-    if name == "gru":
-        return GRUCore(input_size, **kwargs)
-    return RIM(input_size, **kwargs)
+    core = constructor(input_size, **kwargs)
+    check_core(core, f"core {name!r}")
+    return core

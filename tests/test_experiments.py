@@ -8,6 +8,7 @@ import doctest
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,11 +21,13 @@ import numpy as np
 import pytest
 import yaml
 
+import experiments.builders
 import experiments.checkpoint
 import experiments.config
-import experiments.evaluation
+import experiments.eval_loop
 import experiments.metrics
-from experiments.evaluation import STATS, run_episodes
+import experiments.schema
+from experiments.eval_loop import STATS, run_episodes
 from experiments.metrics import read_metrics, truncate_metrics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,6 +100,28 @@ def _check_no_duplicates(rows: list[dict[str, Any]]) -> None:
         assert all(a < b for a, b in itertools.pairwise(frames)), (key, frames)
 
 
+#: A core module with an object that is no core: ``forward`` without ``episode_starts``, no ``initial_state``.
+NO_SURFACE = """
+from torch import nn
+
+
+class NoSurface(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.hidden_size, self.linear = hidden_size, nn.Linear(input_size, hidden_size)
+
+    def forward(self, input, hx=None):
+        return self.linear(input), hx
+"""
+
+#: The README's bring-your-own-core example (the Python block that defines ``MyCore``).
+README_CORE = next(
+    block
+    for block in re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
+    if "class MyCore" in block
+)
+
+
 def _wandb_bytes(run_dir: Path) -> list[bytes]:
     return [p.read_bytes() for p in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))]
 
@@ -105,7 +130,15 @@ def _wandb_bytes(run_dir: Path) -> list[bytes]:
 
 
 @pytest.mark.parametrize(
-    "module", [experiments.config, experiments.metrics, experiments.checkpoint, experiments.evaluation]
+    "module",
+    [
+        experiments.config,
+        experiments.metrics,
+        experiments.checkpoint,
+        experiments.eval_loop,
+        experiments.schema,
+        experiments.builders,
+    ],
 )
 def test_doctests(module: Any) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
@@ -168,7 +201,7 @@ def test_eval_targets_qualify_an_env_id_on_both_sides_and_use_each_sides_levels(
 
     split = Split("layouts", ["A-v0", "B-v0"], ["A-v0", "C-v0"], train_seeds=[0, 1], heldout_seeds=[5])
     made = []
-    targets = experiments.evaluation.eval_targets(split, lambda env_id, seeds: made.append((env_id, seeds)))
+    targets = experiments.eval_loop.eval_targets(split, lambda env_id, seeds: made.append((env_id, seeds)))
     assert [(t.scope, t.name, t.env_id) for t in targets] == [
         ("train", "A-v0@train", "A-v0"),
         ("train", "B-v0", "B-v0"),
@@ -238,9 +271,20 @@ def test_launcher_configs_compose(tmp_path: Path, launcher: str, fields: set[str
         (["model=rim", "model.hidden_size=100"], ["hidden_size=100", "num_units=6"]),
         (["total_frames=0"], ["total_frames=0", ">= 1"]),
         (["env.train=[MiniGrid-Emptyy-5x5-v0]"], ["'MiniGrid-Emptyy-5x5-v0'", "'MiniGrid-Empty-5x5-v0'"]),
+        (["seed=-1"], ["seed=-1", ">= 0"]),
+        (["device=tpu"], ["device='tpu'", "cpu, cuda"]),
+        (["agent.gamma=1.5"], ["agent.gamma=1.5", "[0, 1]"]),
+        (["seeed=1"], ["seeed=1", "did you mean seed?"]),
+        (["-m", "seed=0,-2"], ["seed=-2", ">= 0"]),
+        (["agent=a2c", "agent.batch_size=64"], ["agent.batch_size=64", "agent.n_steps"]),
+        (["+model.hidden_size=64"], ["model.hidden_size is already set", "without the '+'"]),
+        (["model.core=no_such_pkg.cores:Core"], ["'no_such_pkg.cores'", "cannot import"]),
+        (["model.core=byo_cores:NoCore"], ["'byo_cores'", "no attribute 'NoCore'"]),
+        (["model.core=byo_cores:NoSurface"], ["lacks the core surface", "initial_state", "episode_starts"]),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path: Path, args: list[str], expected: list[str]) -> None:
+    (tmp_path / "byo_cores.py").write_text(NO_SURFACE)
     proc = _train([*args, "hydra.run.dir=run", "hydra.sweep.dir=sweep"], tmp_path)
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -332,6 +376,29 @@ def test_tiny_run_logs_train_and_heldout_metrics(tmp_path: Path, model: str, age
         "train/entropy_loss",
     ):
         assert key.encode() in wandb_file
+
+
+def test_bring_your_own_core_from_the_readme_trains(tmp_path: Path) -> None:
+    (tmp_path / "my_cores.py").write_text(README_CORE)
+    run_dir = tmp_path / "run"
+    args = [*_tiny(), "model.core=my_cores:MyCore", "total_frames=128", "logger.wandb.mode=disabled"]
+    _ok(_train([*args, f"hydra.run.dir={run_dir}"], tmp_path))
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert (info["model"], info["core"]) == ("mycore8", "my_cores:MyCore")
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert "eval/heldout/return_mean" in rows[-1]
+    assert not any("unit_activity" in key for row in rows for key in row)
+
+
+def test_any_core_with_last_active_gets_unit_activity(tmp_path: Path) -> None:
+    """Capabilities, not names: a RIM under another name still logs which units were active."""
+    (tmp_path / "modular.py").write_text("from rims_rl import RIM\n\n\nclass Modular(RIM):\n    pass\n")
+    run_dir = tmp_path / "run"
+    args = [*_tiny("rim"), "model.core=modular:Modular", "total_frames=128", "logger.wandb.mode=disabled"]
+    _ok(_train([*args, f"hydra.run.dir={run_dir}"], tmp_path))
+    assert json.loads((run_dir / "run_info.json").read_text())["model"] == "modular12_u3_k2"
+    last = read_metrics(run_dir / "metrics.jsonl")[-1]
+    assert {f"eval/unit_activity/l0_u{u}" for u in range(3)} <= set(last)
 
 
 def test_float_frames_and_wandb_disabled(tmp_path: Path) -> None:

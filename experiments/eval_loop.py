@@ -1,4 +1,5 @@
-"""Evaluating a recurrent agent on the train and held-out envs of a split.
+"""The evaluation loop: a recurrent agent played on the train and held-out envs of a split (used by training and
+by ``rims-rl-eval``).
 
 Each env id gets its own small VecEnv; a fixed seed makes every evaluation of a run play the same levels. The
 recurrent state is threaded through ``model.predict(obs, state, episode_start, deterministic)``. Each sub-env
@@ -7,9 +8,10 @@ episodes are counted per env id, without favouring short episodes.
 
 Metric names: ``eval/<scope>/<stat>`` with scope ``train``, ``heldout`` (episodes pooled over that side's env
 ids) or an env id, and stat in :data:`STATS`. An env id that is both a train and a held-out env (a split by
-level seeds) gets the scopes ``<id>@train`` and ``<id>@heldout``. RIM cores add
-``eval/unit_activity/l{layer}_u{unit}``: the fraction of evaluation steps in which that unit was active, over
-all evaluated envs, and ``eval/<env>/unit_activity/l{layer}_u{unit}`` per env.
+level seeds) gets the scopes ``<id>@train`` and ``<id>@heldout``. A core that reports which units were active
+(``last_active``, as :class:`rims_rl.RIM` does), whatever its name, adds ``eval/unit_activity/l{layer}_u{unit}``:
+the fraction of evaluation steps in which that unit was active, over all evaluated envs, and
+``eval/<env>/unit_activity/l{layer}_u{unit}`` per env.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from stable_baselines3.common.vec_env import VecEnv
-
-from rims_rl import RIM
 
 #: The statistics logged per scope; ``greedy_*`` are the same with deterministic actions.
 STATS = (
@@ -81,13 +81,25 @@ def eval_targets(split: Any, make_env: Callable[[str, Sequence[int] | None], Vec
     return targets
 
 
-class UnitActivity:
-    """Counts how often each RIM unit is active over evaluation steps (from ``core.last_active``).
+def reports_units(core: Any) -> bool:
+    """Whether a core reports its active units: a ``last_active`` attribute (``(T, B, L, U)`` bool after a
+    forward), as :class:`rims_rl.RIM` has. Capabilities, not names: any core with it gets unit activity.
 
-    :param core: a :class:`rims_rl.RIM`
+    >>> from rims_rl import make_core
+    >>> rim, gru = make_core("rim", 8, hidden_size=8, num_units=2, k=1), make_core("gru", 8, hidden_size=8)
+    >>> reports_units(rim), reports_units(gru)
+    (True, False)
+    """
+    return hasattr(core, "last_active")
+
+
+class UnitActivity:
+    """Counts how often each unit of a core is active over evaluation steps (from ``core.last_active``).
+
+    :param core: a core that :func:`reports_units`
     """
 
-    def __init__(self, core: RIM) -> None:
+    def __init__(self, core: Any) -> None:
         self.core = core
         self.active: torch.Tensor | None = None
         self.steps = 0
@@ -196,12 +208,12 @@ def evaluate(model: Any, targets: Sequence[EvalTarget], n_episodes: int, seed: i
     :param n_episodes: episodes per target and action mode
     :param seed: env seed shared by all targets and both modes (same levels each evaluation)
     :return: ``eval/<scope>/<stat>`` for each target and for the pooled ``train`` and ``heldout`` scopes, plus
-        ``eval/unit_activity/*`` and ``eval/<env>/unit_activity/*`` for a RIM core
+        ``eval/unit_activity/*`` and ``eval/<env>/unit_activity/*`` for a core that :func:`reports_units`
     """
     core = getattr(model.policy, "core", None)
     metrics: dict[str, float] = {}
     pooled: dict[str, tuple[list[Episodes], list[Episodes]]] = {}
-    all_activity = UnitActivity(core) if isinstance(core, RIM) else None
+    all_activity = UnitActivity(core) if reports_units(core) else None
     for target in targets:
         activity = UnitActivity(core) if all_activity is not None else None
         on_step = activity.update if activity is not None else None

@@ -1,0 +1,92 @@
+"""What builds the agent and the envs from a checked config: the one place the runners touch ``agents`` and ``envs``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+import envs
+from agents import ALGORITHMS, MiniGridFeaturesExtractor
+from experiments.config import ConfigError, RunSpec, derive_seed
+from experiments.eval_loop import EvalTarget, eval_targets
+
+POLICY = "MultiInputRecurrentPolicy"
+#: Mixed into the run seed to seed the evaluation envs (the same levels at every evaluation of a run).
+EVAL_SEED_STREAM = 1
+
+
+def build_agent(cfg: DictConfig, spec: RunSpec, env: VecEnv) -> BaseAlgorithm:
+    """A new agent for ``env``: the ``agent`` group's keys are constructor kwargs of the registered algorithm
+    (:data:`agents.ALGORITHMS`; except ``algo``), ``policy_kwargs`` go to the policy, the ``model`` group picks the
+    core.
+
+    :param cfg: the composed config
+    :param spec: the run's checked spec (core and its kwargs)
+    :param env: the training env
+    :return: the algorithm
+    :raises ConfigError: if the algorithm rejects its arguments (e.g. ``n_steps`` not a multiple of
+        ``sequence_length``)
+    """
+    kwargs = OmegaConf.to_container(cfg.agent, resolve=True)
+    assert isinstance(kwargs, dict)
+    algo = kwargs.pop("algo")
+    extra = dict(kwargs.pop("policy_kwargs", None) or {})
+    policy_kwargs = dict(
+        core=spec.core,
+        core_kwargs=dict(spec.core_kwargs),
+        features_extractor_class=MiniGridFeaturesExtractor,
+        features_extractor_kwargs=dict(extra.pop("features_extractor_kwargs", None) or {}),
+        normalize_images=False,
+        **extra,
+    )
+    try:
+        return ALGORITHMS[algo](
+            POLICY, env, seed=cfg.seed, device=cfg.device, verbose=0, policy_kwargs=policy_kwargs, **kwargs
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"agent {algo}: {err}") from None
+
+
+def load_agent(path: Path, algo: str, env: VecEnv | None = None, device: str = "cpu") -> BaseAlgorithm:
+    """Load a saved agent.
+
+    :param path: a ``model.zip`` written by ``model.save``
+    :param algo: the registered name of the algorithm that saved it (``"ppo"``, ``"a2c"``)
+    :param env: the env to continue training on, or ``None`` to only predict
+    :param device: torch device
+    :return: the algorithm, with its ``num_timesteps``
+    """
+    return ALGORITHMS[algo].load(path, env=env, device=device)
+
+
+def build_train_env(cfg: DictConfig, spec: RunSpec, seed: int) -> VecEnv:
+    """The training envs: ``n_envs`` of the split's train ids (a mixture when several), on its train levels.
+
+    :param cfg: the composed config
+    :param spec: the run's checked spec
+    :param seed: the envs' base seed
+    """
+    split = spec.split
+    return envs.make_vec_env(split.train, cfg.n_envs, seed, vec_env=cfg.vec_env, level_seeds=split.train_seeds)
+
+
+def build_eval_targets(spec: RunSpec, seed: int) -> list[EvalTarget]:
+    """One small VecEnv per train and held-out env id, seeded so that every evaluation plays the same levels.
+
+    :param spec: the run's checked spec
+    :param seed: the run seed (the evaluation seed is derived from it)
+    """
+    eval_seed = eval_seed_of(seed)
+    return eval_targets(
+        spec.split, lambda env_id, seeds: envs.make_vec_env(env_id, spec.eval_n_envs, eval_seed, level_seeds=seeds)
+    )
+
+
+def eval_seed_of(seed: int) -> int:
+    """:param seed: the run seed
+    :return: the seed of its evaluations (derived, independent of the training envs' seeds)
+    """
+    return derive_seed(seed, EVAL_SEED_STREAM)
