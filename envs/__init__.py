@@ -1,13 +1,13 @@
 """MiniGrid environments, wrappers and generalisation splits for rims-rl.
 
-Importing this package registers MiniGrid's ids and this package's own (``RIMs-NovelDistractors-*``).
+Importing this package registers MiniGrid's ids and this package's own (``RIMs-NovelDistractors-*``) with
+:func:`register_envs`.
 It never imports hydra or ``agents``.
 """
 
-import minigrid  # noqa: F401  (registers the MiniGrid-* ids)
-
 from envs.factory import make_env_fn, make_vec_env
 from envs.novel_distractors import HELDOUT_ID, TRAIN_ID, NovelDistractorsEnv, register_novel_distractors
+from envs.registration import register_envs
 from envs.splits import Split, validate_env_id
 from envs.wrappers import (
     MAX_MISSION_LEN,
@@ -20,7 +20,7 @@ from envs.wrappers import (
     tokenize_mission,
 )
 
-register_novel_distractors()
+register_envs()
 
 __all__ = [
     "HELDOUT_ID",
@@ -36,6 +36,7 @@ __all__ = [
     "encode_mission",
     "make_env_fn",
     "make_vec_env",
+    "register_envs",
     "register_novel_distractors",
     "tokenize_mission",
     "validate_env_id",

@@ -9,6 +9,7 @@ import gymnasium as gym
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
+from envs.registration import register_envs
 from envs.splits import as_id_list, validate_env_id
 from envs.wrappers import MAX_MISSION_LEN, LevelSeedWrapper, MissionToIdsWrapper
 
@@ -40,7 +41,7 @@ def make_env_fn(
     seeds = None if level_seeds is None else [int(s) for s in level_seeds]
 
     def _init() -> gym.Env:
-        import envs  # noqa: F401  (registers the custom ids in subprocess workers)
+        register_envs()  # in subprocess workers too
 
         env = gym.make(env_id)
         if seeds is not None:

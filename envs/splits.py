@@ -12,15 +12,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import gymnasium as gym
-import minigrid  # noqa: F401  (registers the MiniGrid-* ids)
 
-from envs.novel_distractors import register_novel_distractors
+from envs.registration import register_envs
 
 __all__ = ["Split", "validate_env_id"]
 
 
 def validate_env_id(env_id: str) -> None:
-    """Check that ``env_id`` is registered with gymnasium (MiniGrid and this package's envs included).
+    """Check that ``env_id`` is registered with gymnasium (MiniGrid's and this package's ids, registered first by
+    :func:`envs.register_envs`).
 
     :param env_id: a gymnasium environment id
     :raises ValueError: if it is not registered; the message lists the closest registered ids
@@ -31,7 +31,7 @@ def validate_env_id(env_id: str) -> None:
     ...
     ValueError: unknown environment id 'MiniGrid-DoorKey-5x5-v9'; closest registered ids: [...
     """
-    register_novel_distractors()
+    register_envs()
     if not isinstance(env_id, str):
         raise ValueError(f"expected an environment id string, got {env_id!r} ({type(env_id).__name__})")
     if env_id in gym.registry:

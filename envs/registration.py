@@ -1,0 +1,24 @@
+"""The one function that registers every custom environment id of this package with gymnasium.
+
+The env factory (in each worker process too) and the split checks call it, so an id works wherever it is used;
+a new custom env adds its registration here.
+"""
+
+from __future__ import annotations
+
+import minigrid  # noqa: F401  (registers the MiniGrid-* ids)
+
+from envs.novel_distractors import register_novel_distractors
+
+__all__ = ["register_envs"]
+
+
+def register_envs() -> None:
+    """Register MiniGrid's ids and this package's own (``RIMs-NovelDistractors-*``) with gymnasium (idempotent).
+
+    >>> import gymnasium as gym
+    >>> register_envs()
+    >>> "RIMs-NovelDistractors-Train-v0" in gym.registry and "MiniGrid-Empty-5x5-v0" in gym.registry
+    True
+    """
+    register_novel_distractors()
