@@ -21,6 +21,13 @@ import yaml
 
 import experiments.published
 import experiments.report
+import experiments.report.cli
+import experiments.report.figures
+import experiments.report.markdown
+import experiments.report.options
+import experiments.report.runs
+import experiments.report.stats
+import experiments.report.tables
 from experiments.published import DIDO_TABLE
 from experiments.report import Run, mean_curve
 
@@ -114,7 +121,20 @@ def final_row(rows: list[dict[str, str]], model: str, scope: str, stat: str) -> 
 # --- small parts ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [experiments.report, experiments.published])
+@pytest.mark.parametrize(
+    "module",
+    [
+        experiments.report,
+        experiments.report.cli,
+        experiments.report.figures,
+        experiments.report.markdown,
+        experiments.report.options,
+        experiments.report.runs,
+        experiments.report.stats,
+        experiments.report.tables,
+        experiments.published,
+    ],
+)
 def test_doctests(module: Any) -> None:
     assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
 

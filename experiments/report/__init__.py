@@ -1,0 +1,58 @@
+"""``rims-rl-report``: generalization curves, final-score tables and a Markdown report from finished runs.
+
+Examples::
+
+    rims-rl-report multirun/2026-11-26_09-30-00                      # writes multirun/.../report/
+    rims-rl-report multirun/sweep_a multirun/sweep_b --out report --final-evals 3 --greedy
+    WANDB_MODE=online rims-rl-report multirun/sweep_a --wandb        # also log figures and tables to W&B
+
+A run directory is any folder under the given directories that holds ``run_info.json`` and ``metrics.jsonl`` (as
+written by ``rims-rl-train``). Runs are grouped by split (``run_info["split"]``), then by model label (the agent is
+appended, ``lstm64 (a2c)``, when one split mixes agents); each run is one sample (one seed).
+
+What is written to ``--out`` (default ``<first dir>/report``), per split ``<s>``:
+
+- the figures of :data:`experiments.report.figures.FIGURES`: ``<s>_return.{png,svg}``, ``<s>_success.{png,svg}``:
+  generalization curves, one panel for the train envs (the pooled ``train`` scope), one per held-out env id (and
+  the pooled ``heldout`` scope when there are several); one line per model: the mean across seeds of each seed's
+  eval curve, interpolated linearly onto the frames that all seeds cover, with a 95% percentile-bootstrap band
+  across seeds; ``<s>_unit_activity.{png,svg}`` (runs of cores that report their active units, such as RIMs):
+  which units are active on each env at the last evaluation, one heatmap per model and seed;
+- ``<s>_final.csv``: final return and success rate per model and scope: IQM with a 95% stratified-bootstrap CI
+  (rliable), mean, standard deviation and number of seeds; ``<s>_improvement.csv``: the probability that each
+  model beats each model of the baseline core (``--baseline``, default ``lstm``) on the held-out envs (rliable,
+  averaged over held-out env ids), with CI;
+- ``report.md`` embedding all of it, the runs (seed, frames, W&B id) and, when published numbers exist for the
+  split (:mod:`experiments.published`), those numbers beside ours.
+
+"Final" is the mean of a run's last ``--final-evals`` evaluations (default 1: its last eval row). Scores are the
+sampled-action statistics ``return_mean`` and ``success_rate`` unless ``--greedy`` picks the greedy-action ones.
+With one seed a model's CI is its value (no spread to resample); the report says so.
+
+The package has one module per job: :mod:`~experiments.report.runs` (reading runs), :mod:`~experiments.report.stats`
+(statistics), :mod:`~experiments.report.options` (settings and panels), :mod:`~experiments.report.figures`,
+:mod:`~experiments.report.tables`, :mod:`~experiments.report.split` (one split's report),
+:mod:`~experiments.report.markdown`, :mod:`~experiments.report.wandb_log` and :mod:`~experiments.report.cli`.
+"""
+
+from __future__ import annotations
+
+from experiments.report.cli import build_report, main
+from experiments.report.options import Options
+from experiments.report.runs import ReportError, Run, find_runs, load_run
+from experiments.report.stats import Band, Estimate, iqm, mean_curve, probability_of_improvement
+
+__all__ = [
+    "Band",
+    "Estimate",
+    "Options",
+    "ReportError",
+    "Run",
+    "build_report",
+    "find_runs",
+    "iqm",
+    "load_run",
+    "main",
+    "mean_curve",
+    "probability_of_improvement",
+]

@@ -1,0 +1,163 @@
+"""The Markdown of a report (``report.md``): the settings, then per split the figures it drew, the final-score
+tables, published numbers beside ours, the probability of improvement and the runs."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from experiments.published import Published, for_split
+from experiments.report.options import STAT_NAMES, Options
+from experiments.report.runs import HELDOUT, TRAIN, short_env, split_envs
+from experiments.report.split import SplitReport
+from experiments.report.stats import Estimate
+from experiments.report.tables import FinalRow
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _ci(est: Estimate) -> str:
+    if est.n < 2:
+        return f"{est.value:.3f} (n=1, no CI)" if est.n == 1 else "—"
+    return f"{est.value:.3f} [{est.low:.3f}, {est.high:.3f}]"
+
+
+def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options, out: Path) -> str:
+    """The text of ``report.md``.
+
+    :param reports: one per split
+    :param dirs: the directories the runs came from
+    :param opts: report options
+    :param out: the output directory (links are relative to it)
+    """
+    kind = "greedy-action" if opts.greedy else "sampled-action"
+    final = "its last evaluation" if opts.final_evals == 1 else f"the mean of its last {opts.final_evals} evaluations"
+    lines = [
+        "# rims-rl report",
+        "",
+        f"Runs from: {', '.join(f'`{d}`' for d in dirs)}.",
+        "",
+        f"Scores are {kind} statistics (`{opts.key('<scope>', 'return').split('/')[-1]}`, "
+        f"`{opts.key('<scope>', 'success').split('/')[-1]}`). A run's final score is {final}. "
+        "Curves: mean across seeds of each seed's eval curve (interpolated onto the frames all seeds cover) with a "
+        "95% percentile-bootstrap band across seeds. Tables: interquartile mean (IQM) with a 95% stratified-bootstrap "
+        f"CI ({opts.reps} resamples, rliable), mean and standard deviation across seeds. With one seed there is no CI.",
+        "",
+    ]
+    for rep in reports:
+        runs = [run for group in rep.groups.values() for run in group]
+        train, heldout = split_envs(runs)
+        lines += [
+            f"## Split `{rep.split}`",
+            "",
+            f"Train: {', '.join(f'`{e}`' for e in train)}; held-out: {', '.join(f'`{e}`' for e in heldout)}.",
+            "",
+        ]
+        for figure in rep.figures:
+            lines += [f"![{figure.title}]({_rel(figure.png, out)})", ""]
+        for stat, title in STAT_NAMES.items():
+            lines += [f"### Final {title}: train and held-out (pooled)", ""]
+            by = {(r.model, r.scope): r for r in rep.final if r.stat == stat}
+            body = []
+            for label in rep.groups:
+                cells = [f"`{label}`"]
+                n = 0
+                for scope in (TRAIN, HELDOUT):
+                    r = by.get((label, scope))
+                    cells += [_ci(r.iqm), _fmt(r.mean)] if r else ["—", "—"]
+                    n = max(n, r.n if r else 0)
+                body.append([*cells, str(n)])
+            lines += _md_table(
+                ["model", "train IQM [95% CI]", "train mean", "held-out IQM [95% CI]", "held-out mean", "seeds"], body
+            )
+        lines += ["### Final return per env (mean ± std across seeds)", ""]
+        env_scopes = [*train, *heldout]
+        by = {(r.model, r.scope): r for r in rep.final if r.stat == "return"}
+        body = []
+        for label in rep.groups:
+            cells = [f"`{label}`"]
+            for scope in env_scopes:
+                r = by.get((label, scope))
+                cells.append(f"{r.mean:.3f} ± {r.std:.3f} (n={r.n})" if r else "—")
+            body.append(cells)
+        lines += _md_table(["model", *[f"{short_env(e)}{' (train)' if e in train else ''}" for e in env_scopes]], body)
+        for ref in for_split(rep.split):
+            lines += _published_section(ref, rep, by)
+        lines += [f"### Probability that each model beats the `{opts.baseline}` baseline on the held-out envs", ""]
+        if rep.improvement:
+            lines += [
+                "P(X > Y): the chance that a random run of X scores higher than a random run of Y on a held-out env "
+                "(ties count half), averaged over the held-out envs; 95% CI from resampling each model's runs.",
+                "",
+            ]
+            lines += _md_table(
+                ["X", "Y", "score", "P(X > Y) [95% CI]", "seeds (min)"],
+                [
+                    [f"`{r.x}`", f"`{r.y}`", STAT_NAMES[r.stat], _ci(r.estimate), str(r.estimate.n)]
+                    for r in rep.improvement
+                ],
+            )
+        else:
+            lines += [f"No comparison: this split needs a model with core `{opts.baseline}` and another model.", ""]
+        lines += ["### Runs", ""]
+        lines += _md_table(
+            ["model", "agent", "seed", "frames (last eval)", "total frames", "W&B id", "run dir"],
+            [
+                [
+                    f"`{label}`",
+                    str(run.info.get("agent", "—")),
+                    str(run.seed),
+                    str(run.last_eval_frames),
+                    str(run.info.get("total_frames", "—")),
+                    str(run.info.get("wandb_id") or "—"),
+                    f"`{_rel(run.path, out)}`",
+                ]
+                for label, group in rep.groups.items()
+                for run in group
+            ],
+        )
+        lines += [f"Tables as CSV: {', '.join(f'[{p.name}]({p.name})' for p in rep.tables)}.", ""]
+    return "\n".join(lines)
+
+
+def _published_section(ref: Published, rep: SplitReport, by: dict[tuple[str, str], FinalRow]) -> list[str]:
+    values = ref.values[rep.split]
+    lines = [
+        f"### Published vs ours: {ref.name}",
+        "",
+        f"Source: {ref.source}; metric: {ref.metric}. They match ours when the runs used the same protocol "
+        f"(`experiment={ref.name}` presets); ours: final return as above, mean across seeds.",
+        "",
+    ]
+    body = []
+    for env_id, by_model in values.items():
+        for label, value in by_model.items():
+            ours = by.get((label, env_id))
+            body.append(
+                [
+                    f"`{short_env(env_id)}`",
+                    f"`{label}`",
+                    f"{value:.2f}",
+                    _fmt(ours.mean) if ours else "—",
+                    _ci(ours.iqm) if ours else "—",
+                    str(ours.n) if ours else "0",
+                ]
+            )
+    return lines + _md_table(["env", "model", "published", "ours (mean)", "ours IQM [95% CI]", "seeds"], body)
+
+
+def _rel(path: Path, start: Path) -> str:
+    try:
+        return os.path.relpath(path, start)
+    except ValueError:
+        return str(path)

@@ -1,0 +1,149 @@
+"""Reading runs: the run directories ``rims-rl-train`` writes (``run_info.json``, ``metrics.jsonl``), grouped by
+split and model label, and the metric scopes of their envs."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.metrics import METRICS_FILE, RUN_INFO_FILE, read_metrics
+
+PROG = "rims-rl-report"
+INFO_KEYS = ("split", "model", "seed", "train_envs", "heldout_envs")
+#: Pooled scopes of the eval metrics (``eval/<scope>/<stat>``); the other scopes are env ids.
+TRAIN, HELDOUT = "train", "heldout"
+
+
+class ReportError(ValueError):
+    """Bad input to the report (no runs, a malformed run directory); the message is one line."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished (or partial) training run.
+
+    :param path: its directory
+    :param info: its ``run_info.json``
+    :param rows: its ``metrics.jsonl`` rows, in file order
+    """
+
+    path: Path
+    info: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    @property
+    def split(self) -> str:
+        return str(self.info["split"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.info["seed"])
+
+    def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """:param key: a metric, e.g. ``"eval/heldout/return_mean"``
+        :return: ``(frames, values)``, both ``(E,)``, over the rows that have ``key``, by frame count
+        """
+        points = sorted((int(row["frames"]), float(row[key])) for row in self.rows if key in row)
+        frames = np.array([p[0] for p in points], dtype=float)
+        values = np.array([p[1] for p in points], dtype=float)
+        return frames, values
+
+    def final(self, key: str, final_evals: int = 1) -> float:
+        """:param key: a metric
+        :param final_evals: how many of the last evaluations to average
+        :return: the mean of ``key`` over the run's last ``final_evals`` rows that have it (NaN if none)
+        """
+        _, values = self.curve(key)
+        return float(values[-final_evals:].mean()) if len(values) else math.nan
+
+    @property
+    def last_eval_frames(self) -> int:
+        frames, _ = self.curve(f"eval/{TRAIN}/return_mean")
+        return int(frames[-1]) if len(frames) else 0
+
+
+def find_runs(dirs: Sequence[Path]) -> list[Run]:
+    """Every run directory under ``dirs`` (searched recursively), sorted by path.
+
+    :param dirs: sweep or run directories
+    :return: the runs, with at least one eval row each (runs without any are skipped with a warning)
+    :raises ReportError: for a missing directory, one with no runs, or an unreadable run
+    """
+    runs: dict[Path, Run] = {}
+    for directory in dirs:
+        if not directory.is_dir():
+            raise ReportError(f"{directory}: not a directory")
+        found = sorted(p.parent for p in directory.rglob(RUN_INFO_FILE) if (p.parent / METRICS_FILE).is_file())
+        if not found:
+            raise ReportError(f"{directory}: no runs found (expected folders with {RUN_INFO_FILE} and {METRICS_FILE})")
+        for path in found:
+            run = load_run(path)
+            if not any(f"eval/{TRAIN}/return_mean" in row for row in run.rows):
+                print(f"{PROG}: warning: {path}: no evaluation rows yet; skipped", file=sys.stderr)
+                continue
+            runs[path.resolve()] = run
+    if not runs:
+        raise ReportError(f"{', '.join(map(str, dirs))}: no run has an evaluation row yet")
+    return [runs[p] for p in sorted(runs)]
+
+
+def load_run(path: Path) -> Run:
+    """:param path: a run directory
+    :return: the run
+    :raises ReportError: if ``run_info.json`` lacks a key or a file is not valid JSON
+    """
+    try:
+        info = json.loads((path / RUN_INFO_FILE).read_text(encoding="utf-8"))
+        rows = read_metrics(path / METRICS_FILE)
+    except json.JSONDecodeError as err:
+        raise ReportError(f"{path}: invalid JSON ({err})") from None
+    missing = [k for k in INFO_KEYS if k not in info]
+    if missing:
+        raise ReportError(f"{path / RUN_INFO_FILE}: missing {', '.join(missing)}")
+    return Run(path, info, rows)
+
+
+def label_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """Group the runs of one split by model label (``"lstm64"``; ``"lstm64 (a2c)"`` when agents are mixed).
+
+    :param runs: runs of one split
+    :return: label -> runs, labels in sorted order
+    """
+    mixed = len({run.info.get("agent") for run in runs}) > 1
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        label = str(run.info["model"])
+        if mixed:
+            label += f" ({run.info.get('agent')})"
+        groups.setdefault(label, []).append(run)
+    return {label: sorted(groups[label], key=lambda r: (r.seed, str(r.path))) for label in sorted(groups)}
+
+
+def split_envs(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
+    """:param runs: runs of one split
+    :return: ``(train env ids, held-out env ids)``, the union over the runs in first-seen order
+    """
+    train: dict[str, None] = {}
+    heldout: dict[str, None] = {}
+    for run in runs:
+        train.update(dict.fromkeys(run.info["train_envs"]))
+        heldout.update(dict.fromkeys(run.info["heldout_envs"]))
+    return list(train), list(heldout)
+
+
+def env_scope(run: Run, env_id: str, side: str) -> str:
+    """The metric scope of ``env_id`` in ``run``: the id, or ``<id>@<side>`` when it is on both sides."""
+    both = set(run.info["train_envs"]) & set(run.info["heldout_envs"])
+    return f"{env_id}@{side}" if env_id in both else env_id
+
+
+def short_env(env_id: str) -> str:
+    """An env id without MiniGrid's prefix and ``-v0``: ``Empty-5x5``."""
+    return env_id.removeprefix("MiniGrid-").removesuffix("-v0")
