@@ -1,0 +1,55 @@
+"""Fixtures shared by the runner and report tests: the command lines they run, in the test's temporary directory,
+and the tiny training budget they share (constants and checks: ``helpers.py``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import TINY, TINY_AGENT, TINY_MODEL, Run, clean_env
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path) -> Run:
+    """``run_cli(module, args, timeout=300, **env)``: ``python -m <module> <args>`` in ``tmp_path``."""
+
+    def run(module: str, args: list[str], timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            cwd=tmp_path,
+            env=clean_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture
+def train(run_cli: Run) -> Run:
+    """``train(args, timeout=120, **env)``: ``rims-rl-train <args>`` (as ``python -m experiments.train``)."""
+
+    def run(args: list[str], timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("experiments.train", args, timeout, **env)
+
+    return run
+
+
+@pytest.fixture
+def tiny() -> Callable[..., list[str]]:
+    """``tiny(model="lstm", agent="ppo")``: the arguments of a seconds-long run of that model and agent."""
+
+    def args(model: str = "lstm", agent: str = "ppo") -> list[str]:
+        return [f"model={model}", f"agent={agent}", *TINY_MODEL[model], *TINY_AGENT[agent], *TINY]
+
+    return args
+
+
+@pytest.fixture
+def tiny_budget() -> list[str]:
+    """The tiny budget of an LSTM PPO run without the group choices (for sweeps over them)."""
+    return [*TINY_AGENT["ppo"], *TINY, *TINY_MODEL["lstm"]]

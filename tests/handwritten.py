@@ -1,0 +1,82 @@
+"""Hand-written run directories in the runner's format (``run_info.json``, ``metrics.jsonl``) for the report tests:
+every score distinct and known, so the report's numbers can be checked exactly."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+TRAIN = ["MiniGrid-Empty-5x5-v0"]
+HELDOUT = ["MiniGrid-Empty-6x6-v0", "MiniGrid-Empty-16x16-v0"]
+STATS = ("return_mean", "success_rate", "greedy_return_mean", "greedy_success_rate")
+REPS = "50"  # bootstrap resamples: enough to exercise the CIs, fast on a shared CPU
+
+
+def score_of(model: str, seed: int, frames: int, scope: str, stat: str) -> float:
+    """A deterministic, distinct score for every (model, seed, frames, scope, stat)."""
+    scopes = ["train", "heldout", *TRAIN, *HELDOUT]
+    base = {"lstm64": 0.2, "rim64_u4_k3": 0.5}.get(model, 0.3)
+    return round(base + 0.05 * seed + frames / 1e4 + 0.01 * scopes.index(scope) + 0.001 * STATS.index(stat), 6)
+
+
+def write_run(
+    path: Path,
+    model: str,
+    seed: int,
+    eval_frames: list[int],
+    split: str = "empty",
+    wandb_id: str | None = None,
+    agent: str = "ppo",
+    units: int = 0,
+) -> None:
+    """A run directory in the runner's format: SB3 rows between eval rows, every eval key of the contract, and with
+    ``units`` the unit activity a core with ``last_active`` logs (unit ``u`` active a fraction ``u / units``)."""
+    path.mkdir(parents=True)
+    info = {
+        "split": split,
+        "model": model,
+        "core": model[:3] if model.startswith("rim") else "lstm",
+        "agent": agent,
+        "seed": seed,
+        "train_envs": TRAIN,
+        "heldout_envs": HELDOUT,
+        "total_frames": eval_frames[-1],
+        "wandb_id": wandb_id,
+    }
+    (path / "run_info.json").write_text(json.dumps(info, indent=2))
+    rows: list[dict[str, Any]] = []
+    for frames in eval_frames:
+        rows.append({"frames": frames - 16, "rollout/ep_rew_mean": 0.1, "time/fps": 100.0})
+        row: dict[str, Any] = {"frames": frames}
+        for scope in ["train", "heldout", *TRAIN, *HELDOUT]:
+            for stat in STATS:
+                row[f"eval/{scope}/{stat}"] = score_of(model, seed, frames, scope, stat)
+        for prefix in ["eval/", *[f"eval/{env}/" for env in [*TRAIN, *HELDOUT]]] if units else []:
+            row.update({f"{prefix}unit_activity/l0_u{u}": u / units for u in range(units)})
+        rows.append(row)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def write_sweep(root: Path, seeds: int = 2, wandb: bool = False) -> Path:
+    """Two models x ``seeds`` seeds on the ``empty`` split, evaluated at 100, 200, 300 frames."""
+    sweep = root / "sweep"
+    for i, model in enumerate(["lstm64", "rim64_u4_k3"]):
+        for seed in range(seeds):
+            write_run(
+                sweep / str(i * seeds + seed), model, seed, [100, 200, 300], wandb_id=f"w{i}{seed}" if wandb else None
+            )
+    return sweep
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file, as dicts."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def final_row(rows: list[dict[str, str]], model: str, scope: str, stat: str) -> dict[str, str]:
+    """The one row of a final-score table for that model, scope and stat."""
+    (row,) = [r for r in rows if (r["model"], r["scope"], r["stat"]) == (model, scope, stat)]
+    return row

@@ -1,0 +1,215 @@
+"""Composing configs and checking them: presets, launchers, console scripts, and bad input that gets one clear line
+(exit code 2) before any env is built."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import HELDOUT, REPO, Run, clean_env, ok
+
+import experiments.config
+import experiments.schema
+from experiments.published import DIDO_TABLE
+
+
+@pytest.mark.parametrize("module", [experiments.config, experiments.schema])
+def test_doctests(module: Any) -> None:
+    assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_experiment_preset_overrides_groups(tmp_path: Path, train: Run) -> None:
+    proc = train(["experiment=doorkey_rim", "--cfg", "job"])
+    ok(proc)
+    cfg = yaml.safe_load(proc.stdout)
+    assert cfg["env"]["name"] == "doorkey"
+    assert cfg["model"] == {"core": "rim", "hidden_size": 192, "num_units": 6, "k": 4}
+    assert cfg["agent"]["algo"] == "ppo"
+    assert cfg["total_frames"] == 300000
+
+
+@pytest.mark.parametrize(("script", "config_key"), [("rims-rl-train", "total_frames"), ("rims-rl-eval", "episodes")])
+def test_console_scripts_find_the_configs_from_any_directory(tmp_path: Path, script: str, config_key: str) -> None:
+    path = Path(sys.executable).parent / script
+    if not path.exists():
+        pytest.skip(f"{script} is not installed (pip install -e .)")
+    proc = subprocess.run(
+        [str(path), "checkpoint=x", "--cfg", "job"] if script == "rims-rl-eval" else [str(path), "--cfg", "job"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    ok(proc)
+    assert config_key in yaml.safe_load(proc.stdout)
+
+
+@pytest.mark.parametrize(
+    ("launcher", "fields"),
+    [
+        ("parallel", {"n_jobs"}),
+        ("slurm", {"partition", "timeout_min", "cpus_per_task", "mem_gb"}),
+        ("local", {"timeout_min", "cpus_per_task"}),
+    ],
+)
+def test_launcher_configs_compose(tmp_path: Path, launcher: str, fields: set[str], train: Run) -> None:
+    proc = train([f"hydra/launcher={launcher}", "--cfg", "hydra"])
+    ok(proc)
+    cfg = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
+    assert fields <= set(cfg)
+    assert cfg["_target_"].startswith("hydra_plugins.")
+
+
+#: A core module with an object that is no core: ``forward`` without ``episode_starts``, no ``initial_state``.
+NO_SURFACE = """
+from torch import nn
+
+
+class NoSurface(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.hidden_size, self.linear = hidden_size, nn.Linear(input_size, hidden_size)
+
+    def forward(self, input, hx=None):
+        return self.linear(input), hx
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["env=nope"], ["'nope'", "doorkey", "empty"]),
+        (["model=lsmt"], ["'lsmt'", "gru, lstm, rim"]),
+        (["agent=dqn"], ["'dqn'", "a2c, ppo"]),
+        (["-m", "model=lstm,lsmt"], ["'lsmt'", "gru, lstm, rim"]),
+        (["model=rim", "model.k=7"], ["k=7", "num_units=6"]),
+        (["model=rim", "model.hidden_size=100"], ["hidden_size=100", "num_units=6"]),
+        (["total_frames=0"], ["total_frames=0", ">= 1"]),
+        (["env.train=[MiniGrid-Emptyy-5x5-v0]"], ["'MiniGrid-Emptyy-5x5-v0'", "'MiniGrid-Empty-5x5-v0'"]),
+        (["seed=-1"], ["seed=-1", ">= 0"]),
+        (["device=tpu"], ["device='tpu'", "cpu, cuda"]),
+        (["agent.gamma=1.5"], ["agent.gamma=1.5", "[0, 1]"]),
+        (["seeed=1"], ["seeed=1", "did you mean seed?"]),
+        (["-m", "seed=0,-2"], ["seed=-2", ">= 0"]),
+        (["agent=a2c", "agent.batch_size=64"], ["agent.batch_size=64", "agent.n_steps"]),
+        (["+model.hidden_size=64"], ["model.hidden_size is already set", "without the '+'"]),
+        (["model.core=no_such_pkg.cores:Core"], ["'no_such_pkg.cores'", "cannot import"]),
+        (["model.core=byo_cores:NoCore"], ["'byo_cores'", "no attribute 'NoCore'"]),
+        (["model.core=byo_cores:NoSurface"], ["lacks the core surface", "initial_state", "episode_starts"]),
+    ],
+)
+def test_bad_input_gives_one_clear_line(tmp_path: Path, args: list[str], expected: list[str], train: Run) -> None:
+    (tmp_path / "byo_cores.py").write_text(NO_SURFACE)
+    proc = train([*args, "hydra.run.dir=run", "hydra.sweep.dir=sweep"])
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("rims-rl-train: error: ")
+    for text in expected:
+        assert text in lines[0]
+    assert not list(tmp_path.rglob("metrics.jsonl"))
+    assert not list(tmp_path.rglob("checkpoints"))
+
+
+def test_wandb_online_without_credentials_fails_instead_of_prompting(tmp_path: Path) -> None:
+    env = {**clean_env(), "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / ".config")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "logger.wandb.mode=online", "hydra.run.dir=run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode != 0
+    (line,) = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "wandb login" in line and "WANDB_API_KEY" in line
+    assert not list(tmp_path.rglob("metrics.jsonl"))
+
+
+def _job_cfg(train: Run, args: list[str]) -> dict[str, Any]:
+    proc = train([*args, "--cfg", "job"])
+    ok(proc)
+    return yaml.safe_load(proc.stdout)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "split", "frames"),
+    [("dido_empty", "empty", 80000), ("dido_multiroom", "multiroom", 1000000), ("dido_doorkey", "doorkey", 300000)],
+)
+def test_dido_presets(train: Run, experiment: str, split: str, frames: int) -> None:
+    cfg = _job_cfg(train, [f"experiment={experiment}", "model=dido_rim_k2"])
+    assert cfg["env"]["name"] == split and cfg["total_frames"] == frames
+    assert cfg["model"] == {"core": "rim", "hidden_size": 64, "num_units": 4, "k": 2}
+    agent = cfg["agent"]
+    assert cfg["n_envs"] == 16
+    assert (agent["algo"], agent["n_steps"], agent["batch_size"], agent["n_epochs"]) == ("ppo", 128, 256, 4)
+    assert (agent["learning_rate"], agent["sequence_length"], agent["gamma"], agent["gae_lambda"]) == (
+        1e-4,
+        32,
+        0.99,
+        0.95,
+    )
+    assert (agent["ent_coef"], agent["clip_range"], agent["max_grad_norm"]) == (0.01, 0.2, 0.5)
+    assert set(DIDO_TABLE.values[split]) <= set(cfg["env"]["train"] + cfg["env"]["heldout"])
+    default_model = _job_cfg(train, [f"experiment={experiment}"])["model"]
+    assert default_model == {"core": "lstm", "hidden_size": 64}
+
+
+def test_dido_model_labels_match_the_published_keys() -> None:
+    from experiments.config import model_label
+
+    labels = set()
+    for name in ("dido_lstm", "dido_rim_k3", "dido_rim_k2"):
+        model = yaml.safe_load((REPO / "configs" / "model" / f"{name}.yaml").read_text())
+        labels.add(model_label(model.pop("core"), model))
+    assert labels == {"lstm64", "rim64_u4_k3", "rim64_u4_k2"}
+
+
+@pytest.mark.parametrize(
+    ("experiment", "split", "mission"),
+    [("paper_novel_distractors", "novel_distractors", "gru"), ("paper_multiroom", "multiroom", None)],
+)
+def test_paper_minigrid_presets(train: Run, experiment: str, split: str, mission: str | None) -> None:
+    cfg = _job_cfg(train, [f"experiment={experiment}", "model=rim"])
+    agent = cfg["agent"]
+    assert cfg["env"]["name"] == split
+    assert (agent["algo"], agent["learning_rate"]) == ("a2c", 7e-4)
+    assert agent["policy_kwargs"]["net_arch"] == {"pi": [128, 128], "vf": [128, 128, 128]}
+    assert agent["policy_kwargs"]["features_extractor_kwargs"].get("mission_encoder") == mission
+
+
+def test_cpu_small_budget_scales_frames(tmp_path: Path, train: Run) -> None:
+    cfg = _job_cfg(train, ["experiment=dido_doorkey", "budget=cpu_small"])
+    assert cfg["budget"] == {"frames_scale": 0.1}
+    assert _job_cfg(train, [])["budget"] == {"frames_scale": 1.0}
+    run_dir = tmp_path / "run"
+    args = [
+        "model=lstm",
+        "model.hidden_size=8",
+        "agent.n_steps=16",
+        "agent.sequence_length=16",
+        "agent.batch_size=32",
+        "n_envs=2",
+        "total_frames=1280",
+        "eval.every_frames=640",
+        "checkpoint.every_frames=1280",
+        "budget=cpu_small",
+        "eval.episodes=1",
+        f"env.heldout=[{HELDOUT[0]}]",
+        "logger.wandb.mode=disabled",
+        f"hydra.run.dir={run_dir}",
+    ]
+    ok(train(args))
+    assert json.loads((run_dir / "run_info.json").read_text())["total_frames"] == 128
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["frames"] for r in rows if "eval/train/return_mean" in r] == [64, 128]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["frames_000000000128"]

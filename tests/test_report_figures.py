@@ -1,0 +1,141 @@
+"""``rims-rl-report``'s figures and Markdown: the figures a report draws, what the Markdown embeds, logging them to
+W&B, and a report on real runs made with the training CLI."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from handwritten import HELDOUT, REPS, final_row, read_csv, write_run, write_sweep
+from helpers import Run, clean_env, ok
+
+import experiments.report
+import experiments.report.cli
+import experiments.report.figures
+import experiments.report.markdown
+from experiments.report.figures import plt
+
+
+@pytest.mark.parametrize(
+    "module", [experiments.report, experiments.report.figures, experiments.report.markdown, experiments.report.cli]
+)
+def test_doctests(module: Any) -> None:
+    assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_wandb_logs_figures_and_tables_offline(tmp_path: Path, run_cli: Run) -> None:
+    sweep = write_sweep(tmp_path, wandb=True)
+    proc = run_cli("experiments.report", [str(sweep), "--reps", REPS, "--wandb"], WANDB_MODE="offline")
+    ok(proc)
+    (run_file,) = (sweep / "report" / "wandb").glob("offline-run-*/run-*.wandb")
+    data = run_file.read_bytes()
+    for name in (b"report/empty_return", b"report/empty_final", b"report/empty_improvement", b"w10", b"report"):
+        assert name in data
+
+
+def test_wandb_without_ids_warns_and_writes_the_report(tmp_path: Path, run_cli: Run) -> None:
+    sweep = write_sweep(tmp_path)
+    proc = run_cli("experiments.report", [str(sweep), "--reps", REPS, "--wandb"], WANDB_MODE="offline")
+    ok(proc)
+    assert "no run has a W&B id" in proc.stderr
+    assert (sweep / "report" / "report.md").exists() and not (sweep / "report" / "wandb").exists()
+
+
+def test_markdown_embeds_the_figures_drawn_and_only_those(tmp_path: Path) -> None:
+    """Unit activity is drawn for any run that logs it (a capability, whatever the model is called)."""
+    write_run(tmp_path / "with" / "0", "lstm64", 0, [100, 200])
+    write_run(tmp_path / "with" / "1", "mycore64_u4_k2", 0, [100, 200], units=4)
+    write_run(tmp_path / "without" / "0", "lstm64", 0, [100, 200])
+    for name in ("with", "without"):
+        experiments.report.main([str(tmp_path / name), "--reps", REPS])
+    with_md = (tmp_path / "with" / "report" / "report.md").read_text()
+    without_md = (tmp_path / "without" / "report" / "report.md").read_text()
+    assert "![empty unit activity](empty_unit_activity.png)" in with_md
+    assert (tmp_path / "with" / "report" / "empty_unit_activity.svg").exists()
+    assert (
+        "unit_activity" not in without_md and not (tmp_path / "without" / "report" / "empty_unit_activity.png").exists()
+    )
+    for md in (with_md, without_md):
+        assert md.index("(empty_return.png)") < md.index("(empty_success.png)") < md.index("### Final")
+
+
+def test_a_figure_added_to_the_list_is_drawn_and_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def frames_per_run(split: str, groups: dict[str, list[Any]], opts: Any) -> Any:
+        fig, ax = plt.subplots()
+        ax.bar(list(groups), [max(run.last_eval_frames for run in runs) for runs in groups.values()])
+        return fig
+
+    extra = experiments.report.figures.Figure("frames", "frames per model", frames_per_run)
+    monkeypatch.setattr(experiments.report.figures, "FIGURES", [*experiments.report.figures.FIGURES, extra])
+    sweep = write_sweep(tmp_path, seeds=1)
+    experiments.report.main([str(sweep), "--reps", REPS])
+    assert (sweep / "report" / "empty_frames.png").stat().st_size > 1000
+    assert "![empty frames per model](empty_frames.png)" in (sweep / "report" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_report_on_real_tiny_sweep(tmp_path: Path, run_cli: Run) -> None:
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "env=empty",
+        "model=lstm,rim",
+        "model.hidden_size=12",
+        "seed=0,1",
+        "agent.n_steps=16",
+        "agent.sequence_length=16",
+        "agent.batch_size=32",
+        "n_envs=2",
+        "total_frames=256",
+        "eval.every_frames=128",
+        "eval.episodes=1",
+        "checkpoint.every_frames=256",
+        f"env.heldout=[{HELDOUT[1]}]",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    ok(run_cli("experiments.train", args, timeout=600, WANDB_MODE="offline"))
+    infos = {p.parent: json.loads(p.read_text()) for p in sweep.glob("*/run_info.json")}
+    assert len(infos) == 4
+
+    out = tmp_path / "report"
+    script = Path(sys.executable).parent / "rims-rl-report"  # the console script, when the package is installed
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "experiments.report"]
+    proc = subprocess.run(
+        [*command, str(sweep), "--out", str(out), "--reps", REPS, "--wandb"],
+        cwd=tmp_path,
+        env=clean_env(WANDB_MODE="offline"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    ok(proc)
+    for name in ("empty_return.png", "empty_return.svg", "empty_success.png", "report.md", "empty_final.csv"):
+        assert (out / name).exists(), name
+    # The sweep has a RIM model: its activation patterns come as a figure, embedded in the report.
+    assert (out / "empty_unit_activity.png").stat().st_size > 1000
+    assert "(empty_unit_activity.png)" in (out / "report.md").read_text()
+    rows = read_csv(out / "empty_final.csv")
+    labels = {info["model"] for info in infos.values()}
+    assert {r["model"] for r in rows} == labels and len(labels) == 2
+    for label in labels:
+        finals = [
+            [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if "eval/heldout" in line][
+                -1
+            ]["eval/heldout/return_mean"]
+            for path, info in infos.items()
+            if info["model"] == label
+        ]
+        row = final_row(rows, label, "heldout", "return")
+        assert row["n_seeds"] == "2"
+        assert float(row["mean"]) == pytest.approx(np.mean(finals))
+    md = (out / "report.md").read_text()
+    assert "Published vs ours: dido_table" in md and "0.84" in md
+    for info in infos.values():
+        assert info["wandb_id"] in md
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))

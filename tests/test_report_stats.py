@@ -1,0 +1,164 @@
+"""``rims-rl-report``'s numbers: reading runs, curves across seeds, IQM and improvement tables, checked exactly on
+hand-written run directories (real input files, in the runner's format); the published numbers."""
+
+from __future__ import annotations
+
+import doctest
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from handwritten import REPS, final_row, read_csv, score_of, write_run, write_sweep
+from helpers import Run, ok
+
+import experiments.published
+import experiments.report.options
+import experiments.report.runs
+import experiments.report.stats
+import experiments.report.tables
+from experiments.published import DIDO_TABLE
+from experiments.report import Run as ReportRun
+from experiments.report import mean_curve
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        experiments.report.runs,
+        experiments.report.stats,
+        experiments.report.options,
+        experiments.report.tables,
+        experiments.published,
+    ],
+)
+def test_doctests(module: Any) -> None:
+    assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_rliable_imports() -> None:
+    from rliable import library, metrics
+
+    assert callable(library.get_interval_estimates) and callable(metrics.aggregate_iqm)
+
+
+def test_mean_curve_interpolates_onto_common_frames_and_bands_contain_the_mean() -> None:
+    seeds = [
+        (np.array([10.0, 20.0, 30.0]), np.array([0.0, 1.0, 2.0])),
+        (np.array([12.0, 22.0, 32.0]), np.array([1.0, 1.0, 1.0])),
+    ]
+    band = mean_curve(seeds, reps=200, rng=np.random.default_rng(0))
+    assert band is not None and band.n == 2
+    assert band.frames.tolist() == [12.0, 20.0, 22.0, 30.0]  # the frames both seeds cover
+    assert np.allclose(band.mean, [(0.2 + 1) / 2, 1.0, (1.2 + 1) / 2, (2 + 1) / 2])
+    assert np.all(band.low <= band.mean + 1e-12) and np.all(band.mean <= band.high + 1e-12)
+    single = mean_curve(seeds[:1], reps=10, rng=np.random.default_rng(0))
+    assert single is not None and single.n == 1 and np.array_equal(single.low, single.high)
+
+
+def test_final_is_last_eval_or_mean_of_last_n(tmp_path: Path) -> None:
+    write_run(tmp_path / "r", "lstm64", 0, [100, 200, 300])
+    run = experiments.report.load_run(tmp_path / "r")
+    key = "eval/heldout/return_mean"
+    assert run.final(key) == score_of("lstm64", 0, 300, "heldout", "return_mean")
+    expected = np.mean([score_of("lstm64", 0, f, "heldout", "return_mean") for f in (200, 300)])
+    assert run.final(key, final_evals=2) == pytest.approx(expected)
+    assert isinstance(run, ReportRun) and run.last_eval_frames == 300
+
+
+def test_published_numbers_cover_the_dido_table() -> None:
+    assert set(DIDO_TABLE.values) == {"empty", "multiroom", "doorkey"}
+    assert DIDO_TABLE.values["multiroom"]["MiniGrid-MultiRoom-N4-S5-v1"] == {
+        "rim64_u4_k3": 0.66,
+        "rim64_u4_k2": 0.10,
+        "lstm64": 0.04,
+    }
+    assert DIDO_TABLE.values["doorkey"]["MiniGrid-DoorKey-16x16-v0"]["rim64_u4_k2"] == 0.13
+    for by_env in DIDO_TABLE.values.values():
+        for by_model in by_env.values():
+            assert set(by_model) == {"lstm64", "rim64_u4_k3", "rim64_u4_k2"}
+
+
+def test_report_cli_on_handwritten_runs(tmp_path: Path, run_cli: Run) -> None:
+    sweep = write_sweep(tmp_path)
+    proc = run_cli("experiments.report", [str(sweep), "--reps", REPS])
+    ok(proc)
+    out = sweep / "report"
+    assert proc.stdout.strip() == str(out / "report.md")
+    for name in ("empty_return", "empty_success"):
+        assert (out / f"{name}.png").stat().st_size > 1000
+        assert (out / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+
+    rows = read_csv(out / "empty_final.csv")
+    assert {r["model"] for r in rows} == {"lstm64", "rim64_u4_k3"}
+    for model in ("lstm64", "rim64_u4_k3"):
+        for scope, stat, name in [
+            ("train", "return", "return_mean"),
+            ("heldout", "return", "return_mean"),
+            ("heldout", "success", "success_rate"),
+            ("MiniGrid-Empty-16x16-v0", "return", "return_mean"),
+        ]:
+            row = final_row(rows, model, scope, stat)
+            finals = [score_of(model, seed, 300, scope, name) for seed in (0, 1)]
+            assert int(row["n_seeds"]) == 2
+            assert float(row["mean"]) == pytest.approx(np.mean(finals))
+            assert float(row["iqm_low"]) <= float(row["iqm"]) <= float(row["iqm_high"])
+            assert min(finals) - 1e-9 <= float(row["iqm_low"]) and float(row["iqm_high"]) <= max(finals) + 1e-9
+    assert float(final_row(rows, "lstm64", "MiniGrid-Empty-16x16-v0", "return")["published"]) == 0.84
+    assert final_row(rows, "lstm64", "MiniGrid-Empty-6x6-v0", "return")["published"] == ""
+
+    (improvement,) = [r for r in read_csv(out / "empty_improvement.csv") if r["stat"] == "return"]
+    assert (improvement["x"], improvement["y"]) == ("rim64_u4_k3", "lstm64")
+    assert float(improvement["probability"]) == 1.0  # every rim score is above every lstm score here
+
+    md = (out / "report.md").read_text()
+    assert "![empty return](empty_return.png)" in md
+    assert "Published vs ours: dido_table" in md
+    assert "| `Empty-16x16` | `lstm64` | 0.84 |" in md
+    assert "| `Empty-5x5` | `rim64_u4_k2` | 0.92 | — |" in md  # a published model without runs
+    assert "`rim64_u4_k3` | `lstm64` | return | 1.000" in md
+    assert md.count("| `lstm64` | ppo |") == 2 and "300" in md
+
+
+def test_greedy_final_evals_single_seed_and_split_without_published(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "a", "lstm64", 0, [100, 200, 300], split="other")
+    write_run(sweep / "b", "rim64_u4_k3", 3, [100, 200, 300], split="other")
+    out = tmp_path / "out"
+    experiments.report.main([str(sweep), "--out", str(out), "--greedy", "--final-evals", "2", "--reps", REPS])
+    row = final_row(read_csv(out / "other_final.csv"), "lstm64", "heldout", "return")
+    expected = np.mean([score_of("lstm64", 0, f, "heldout", "greedy_return_mean") for f in (200, 300)])
+    assert float(row["mean"]) == pytest.approx(expected)
+    assert row["iqm"] == row["iqm_low"] == row["iqm_high"] and row["n_seeds"] == "1"
+    md = (out / "report.md").read_text()
+    assert "greedy-action" in md and "mean of its last 2 evaluations" in md
+    assert "n=1, no CI" in md
+    assert "Published vs ours" not in md
+
+
+def test_several_dirs_and_nested_runs(tmp_path: Path) -> None:
+    write_run(tmp_path / "a" / "deep" / "er" / "0", "lstm64", 0, [100, 200])
+    write_run(tmp_path / "b" / "0", "lstm64", 1, [100, 200])
+    write_run(tmp_path / "b" / "1", "lstm64", 2, [100, 200], agent="a2c")
+    experiments.report.main([str(tmp_path / "a"), str(tmp_path / "b"), "--reps", REPS])
+    rows = read_csv(tmp_path / "a" / "report" / "empty_final.csv")
+    assert {r["model"] for r in rows} == {"lstm64 (ppo)", "lstm64 (a2c)"}  # agents mixed: labelled apart
+    assert final_row(rows, "lstm64 (ppo)", "train", "return")["n_seeds"] == "2"
+
+
+@pytest.mark.parametrize("case", ["empty", "missing", "no_eval"])
+def test_dir_without_runs_fails_with_one_clear_line(tmp_path: Path, case: str, run_cli: Run) -> None:
+    target = tmp_path / "nothing"
+    if case != "missing":
+        target.mkdir()
+        (target / "notes.txt").write_text("not a run")
+    if case == "no_eval":
+        write_run(target / "0", "lstm64", 0, [100])
+        lines = (target / "0" / "metrics.jsonl").read_text().splitlines()
+        (target / "0" / "metrics.jsonl").write_text(lines[0] + "\n")  # an SB3 row only
+    proc = run_cli("experiments.report", [str(target)])
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and "warning" not in line]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("rims-rl-report: error: ") and str(target) in lines[0]
+    assert not (target / "report").exists()

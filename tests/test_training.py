@@ -1,0 +1,244 @@
+"""Training runs through the real CLI (``python -m experiments.train``) with tiny budgets, evaluation with
+``rims-rl-eval``, and the runners' small parts."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import HELDOUT, REPO, Run, check_no_duplicates, keys_by_frames, ok, wandb_bytes
+
+import experiments.builders
+import experiments.checkpoint
+import experiments.eval_loop
+import experiments.metrics
+from experiments.eval_loop import STATS, run_episodes
+from experiments.metrics import read_metrics, truncate_metrics
+
+
+@pytest.mark.parametrize(
+    "module", [experiments.metrics, experiments.checkpoint, experiments.eval_loop, experiments.builders]
+)
+def test_doctests(module: Any) -> None:
+    assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_truncate_metrics_drops_rows_past_the_checkpoint_and_torn_lines(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"frames": 1, "a": 1}\n{"frames": 2, "a": 2}\n{"frames": 3, "a": 3}\n{"frames": 4, "a"')
+    assert truncate_metrics(path, 2) == 2
+    assert read_metrics(path) == [{"frames": 1, "a": 1}, {"frames": 2, "a": 2}]
+    assert truncate_metrics(path, -1) == 0
+    assert path.read_text() == ""
+
+
+class _FixedLengthEnv:
+    """A fake VecEnv: sub-env ``i`` ends its episodes after ``i + 1`` steps with reward ``i``."""
+
+    def __init__(self, n: int) -> None:
+        self.num_envs = n
+        self.t = np.zeros(n, dtype=int)
+
+    def seed(self, seed: int) -> None:
+        pass
+
+    def reset(self) -> np.ndarray:
+        self.t[:] = 0
+        return np.zeros(self.num_envs)
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        self.t += 1
+        dones = self.t >= np.arange(1, self.num_envs + 1)
+        rewards = np.where(dones, np.arange(self.num_envs, dtype=float), 0.0)
+        self.t[dones] = 0
+        return np.zeros(self.num_envs), rewards, dones, [{} for _ in range(self.num_envs)]
+
+
+class _CountingModel:
+    """A fake recurrent model that records the ``episode_start`` flags it is given."""
+
+    def __init__(self) -> None:
+        self.starts: list[np.ndarray] = []
+
+    def predict(self, obs: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False) -> Any:
+        self.starts.append(np.array(episode_start))
+        return np.zeros(len(obs), dtype=int), state
+
+
+def test_run_episodes_counts_exactly_m_episodes_without_favouring_short_ones() -> None:
+    model = _CountingModel()
+    episodes = run_episodes(model, _FixedLengthEnv(3), n_episodes=7, deterministic=True, seed=0)  # type: ignore[arg-type]
+    # sub-env i counts its first (7 + i) // 3 episodes: 2, 2, 3
+    assert sorted(episodes.lengths.tolist()) == [1, 1, 2, 2, 3, 3, 3]
+    assert sorted(episodes.returns.tolist()) == [0, 0, 1, 1, 2, 2, 2]
+    assert model.starts[0].all()  # the first step starts every episode
+
+
+def test_eval_targets_qualify_an_env_id_on_both_sides_and_use_each_sides_levels() -> None:
+    from envs import Split
+
+    split = Split("layouts", ["A-v0", "B-v0"], ["A-v0", "C-v0"], train_seeds=[0, 1], heldout_seeds=[5])
+    made = []
+    targets = experiments.eval_loop.eval_targets(split, lambda env_id, seeds: made.append((env_id, seeds)))
+    assert [(t.scope, t.name, t.env_id) for t in targets] == [
+        ("train", "A-v0@train", "A-v0"),
+        ("train", "B-v0", "B-v0"),
+        ("heldout", "A-v0@heldout", "A-v0"),
+        ("heldout", "C-v0", "C-v0"),
+    ]
+    assert made == [("A-v0", [0, 1]), ("B-v0", [0, 1]), ("A-v0", [5]), ("C-v0", [5])]
+
+
+@pytest.mark.parametrize(
+    ("model", "agent"),
+    [
+        ("lstm", "ppo"),
+        ("rim", "a2c"),
+        pytest.param("gru", "ppo", marks=pytest.mark.slow),
+        pytest.param("rim", "ppo", marks=pytest.mark.slow),
+        pytest.param("lstm", "a2c", marks=pytest.mark.slow),
+        pytest.param("gru", "a2c", marks=pytest.mark.slow),
+    ],
+)
+def test_tiny_run_logs_train_and_heldout_metrics(
+    tmp_path: Path, model: str, agent: str, train: Run, tiny: Callable[..., list[str]]
+) -> None:
+    run_dir = tmp_path / "run"
+    ok(train([*tiny(model, agent), f"hydra.run.dir={run_dir}"]))
+
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    check_no_duplicates(rows)
+    keys = set(keys_by_frames(rows))
+    scopes = ["train", "heldout", "MiniGrid-Empty-5x5-v0", *HELDOUT]
+    eval_keys = {f"eval/{scope}/{stat}" for scope in scopes for stat in STATS}
+    assert eval_keys <= keys
+    assert {"time/fps", "train/entropy_loss", "train/value_loss"} <= keys
+    evals = [row for row in rows if "eval/train/return_mean" in row]
+    assert [row["frames"] for row in evals] == [128, 256]
+    assert rows[-1]["frames"] == 256
+    activity = {k for k in keys if "unit_activity/" in k}
+    if model == "rim":
+        names = [f"l0_u{u}" for u in range(3)]
+        per_env = {f"eval/{env}/unit_activity/{n}" for env in ["MiniGrid-Empty-5x5-v0", *HELDOUT] for n in names}
+        assert activity == {f"eval/unit_activity/{n}" for n in names} | per_env
+        assert all(0.0 <= evals[-1][k] <= 1.0 for k in activity)
+        # k=2 of 3 units are active at every step, so the fractions of one env sum to 2.
+        assert sum(evals[-1][f"eval/{HELDOUT[0]}/unit_activity/{n}"] for n in names) == pytest.approx(2.0)
+    else:
+        assert not activity
+
+    info = json.loads((run_dir / "run_info.json").read_text())
+    label = {"lstm": "lstm8", "gru": "gru8", "rim": "rim12_u3_k2"}[model]
+    assert info["model"] == label
+    assert info["core"] == model
+    assert info["agent"] == agent
+    assert info["split"] == "empty"
+    assert info["train_envs"] == ["MiniGrid-Empty-5x5-v0"]
+    assert info["heldout_envs"] == HELDOUT
+    assert info["total_frames"] == 256
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "frames_000000000128",
+        "frames_000000000256",
+    ]
+
+    (wandb_file,) = wandb_bytes(run_dir)
+    assert info["wandb_id"].encode() in wandb_file
+    for key in (
+        "eval/train/return_mean",
+        "eval/heldout/greedy_success_rate",
+        f"eval/{HELDOUT[1]}/length_mean",
+        "time/fps",
+        "train/entropy_loss",
+    ):
+        assert key.encode() in wandb_file
+
+
+#: The README's bring-your-own-core example (the Python block that defines ``MyCore``).
+README_CORE = next(
+    block
+    for block in re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
+    if "class MyCore" in block
+)
+
+
+def test_bring_your_own_core_from_the_readme_trains(tmp_path: Path, train: Run, tiny: Callable[..., list[str]]) -> None:
+    (tmp_path / "my_cores.py").write_text(README_CORE)
+    run_dir = tmp_path / "run"
+    args = [*tiny(), "model.core=my_cores:MyCore", "total_frames=128", "logger.wandb.mode=disabled"]
+    ok(train([*args, f"hydra.run.dir={run_dir}"]))
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert (info["model"], info["core"]) == ("mycore8", "my_cores:MyCore")
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert "eval/heldout/return_mean" in rows[-1]
+    assert not any("unit_activity" in key for row in rows for key in row)
+
+
+def test_any_core_with_last_active_gets_unit_activity(
+    tmp_path: Path, train: Run, tiny: Callable[..., list[str]]
+) -> None:
+    """Capabilities, not names: a RIM under another name still logs which units were active."""
+    (tmp_path / "modular.py").write_text("from rims_rl import RIM\n\n\nclass Modular(RIM):\n    pass\n")
+    run_dir = tmp_path / "run"
+    args = [*tiny("rim"), "model.core=modular:Modular", "total_frames=128", "logger.wandb.mode=disabled"]
+    ok(train([*args, f"hydra.run.dir={run_dir}"]))
+    assert json.loads((run_dir / "run_info.json").read_text())["model"] == "modular12_u3_k2"
+    last = read_metrics(run_dir / "metrics.jsonl")[-1]
+    assert {f"eval/unit_activity/l0_u{u}" for u in range(3)} <= set(last)
+
+
+def test_float_frames_and_wandb_disabled(tmp_path: Path, train: Run, tiny: Callable[..., list[str]]) -> None:
+    run_dir = tmp_path / "run"
+    args = [*tiny(), "total_frames=2.56e2", "logger.wandb.mode=disabled", f"hydra.run.dir={run_dir}"]
+    ok(train(args))
+    assert read_metrics(run_dir / "metrics.jsonl")[-1]["frames"] == 256
+    assert not (run_dir / "wandb").exists()
+    assert not list(tmp_path.rglob("wandb"))
+
+
+def test_a_new_run_in_an_old_run_dir_replaces_it(tmp_path: Path, train: Run, tiny: Callable[..., list[str]]) -> None:
+    run_dir = tmp_path / "run"
+    args = [*tiny(), f"hydra.run.dir={run_dir}"]
+    ok(train([*args, "total_frames=256"]))
+    ok(train([*args, "total_frames=128"]))
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    check_no_duplicates(rows)
+    assert rows[-1]["frames"] == 128 and max(row["frames"] for row in rows) == 128
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["frames_000000000128"]
+
+
+def test_eval_cli_on_a_checkpoint(tmp_path: Path, train: Run, tiny: Callable[..., list[str]], run_cli: Run) -> None:
+    run_dir = tmp_path / "run"
+    ok(train([*tiny(), "logger.wandb.mode=disabled", f"hydra.run.dir={run_dir}"]))
+    out = tmp_path / "eval.json"
+    checkpoint = run_dir / "checkpoints" / "frames_000000000128"
+    args = [
+        f"checkpoint={checkpoint}",
+        "env=empty",
+        "env.heldout=[MiniGrid-Empty-6x6-v0]",
+        "episodes=2",
+        "n_envs=2",
+        f"output={out}",
+        "hydra.run.dir=eval",
+    ]
+    proc = run_cli("experiments.evaluate", args)
+    ok(proc)
+    result = json.loads(proc.stdout)
+    assert result == json.loads(out.read_text())
+    assert result["frames"] == 128
+    assert result["model"] == "lstm8"
+    assert {f"eval/{scope}/{stat}" for scope in ("train", "heldout", "MiniGrid-Empty-6x6-v0") for stat in STATS} <= set(
+        result["metrics"]
+    )
+    # a run directory means its latest checkpoint; no env= means the run's own split
+    proc = run_cli("experiments.evaluate", [f"checkpoint={run_dir}", "episodes=1", "hydra.run.dir=eval2"])
+    ok(proc)
+    result = json.loads(proc.stdout)
+    assert result["frames"] == 256
+    assert f"eval/{HELDOUT[1]}/return_mean" in result["metrics"]
