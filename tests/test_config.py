@@ -103,6 +103,7 @@ class NoSurface(nn.Module):
         (["model.core=no_such_pkg.cores:Core"], ["'no_such_pkg.cores'", "cannot import"]),
         (["model.core=byo_cores:NoCore"], ["'byo_cores'", "no attribute 'NoCore'"]),
         (["model.core=byo_cores:NoSurface"], ["lacks the core surface", "initial_state", "episode_starts"]),
+        (["agent.policy_kwargs.shared_core=maybe"], ["agent.policy_kwargs.shared_core='maybe'", "true or false"]),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path: Path, args: list[str], expected: list[str], train: Run) -> None:
