@@ -2,8 +2,12 @@
 
 The data path of one step and of a training sequence is the same::
 
-    obs -> features extractor -> core (recurrent, one per policy, shared by actor and critic) -> MlpExtractor
-        -> action_net / value_net
+    obs -> features extractor -> core        -> MlpExtractor (pi) -> action_net
+                              -> critic core -> MlpExtractor (vf) -> value_net
+
+By default the critic has a recurrent core of its own, of the same kind and size as the actor's (sb3-contrib's
+``enable_critic_lstm=True``, core-agnostic here); ``shared_core=True`` gives both heads one core, as the RIMs
+paper's and torch-ac's agents have.
 
 Symbols: ``T`` sequence length, ``B`` batch (environments or sequences), ``F`` features, ``H`` core output size.
 The recurrent state is a :data:`rims_rl.State`, opaque here: it is made by ``core.initial_state`` and threaded
@@ -35,9 +39,11 @@ from rims_rl import State, make_core, map_state
 class RecurrentActorCriticPolicy(ActorCriticPolicy):
     """An SB3 actor-critic policy with a recurrent core between the features extractor and the MLP heads.
 
-    Actor and critic share the features extractor and the core, as in the RIMs paper's MiniGrid agents
-    (rl-starter-files' ``ACModel``); both losses train the core. The core keeps its own initialisation
-    (SB3's orthogonal init covers the extractor, the MLPs and the heads).
+    Actor and critic share the features extractor. The critic reads a core of its own (``shared_core=False``,
+    the default, as sb3-contrib's RecurrentPPO) or the actor's (``shared_core=True``, as the RIMs paper's MiniGrid
+    agents, rl-starter-files' ``ACModel``; both losses then train that core). With two cores the recurrent state
+    is the pair ``(actor state, critic state)``, still one opaque :data:`rims_rl.State`. Cores keep their own
+    initialisation (SB3's orthogonal init covers the extractor, the MLPs and the heads).
 
     :param observation_space: the observation space.
     :param action_space: the action space.
@@ -45,12 +51,14 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
     :param core: ``"lstm"``, ``"gru"`` or ``"rim"``.
     :param core_kwargs: constructor arguments of the core, e.g. ``dict(hidden_size=192, num_units=6, k=4)``;
         ``input_size`` is the features extractor's ``features_dim``.
+    :param shared_core: one core for actor and critic; ``False`` gives the critic its own core, built from the
+        same ``core`` and ``core_kwargs``.
     :param net_arch: MLP layers after the core, as in SB3 (``dict(pi=[...], vf=[...])`` or a list for both).
     :param activation_fn: activation of the MLP layers.
     :param ortho_init: orthogonal initialisation of extractor, MLPs and heads (as SB3).
     :param features_extractor_class: SB3 features extractor class.
     :param features_extractor_kwargs: its keyword arguments.
-    :param share_features_extractor: must be ``True``: actor and critic read one core.
+    :param share_features_extractor: must be ``True``: actor and critic read one features extractor.
     :param normalize_images: divide image observations by 255 (as SB3); MiniGrid's symbolic images want ``False``.
     :param optimizer_class: the optimizer class.
     :param optimizer_kwargs: its keyword arguments, learning rate excluded.
@@ -64,6 +72,7 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
         lr_schedule: Schedule,
         core: str = "lstm",
         core_kwargs: dict[str, Any] | None = None,
+        shared_core: bool = False,
         net_arch: list[int] | dict[str, list[int]] | None = None,
         activation_fn: type[nn.Module] = nn.Tanh,
         ortho_init: bool = True,
@@ -77,12 +86,14 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
     ) -> None:
         if not share_features_extractor:
             raise ValueError(
-                "share_features_extractor=False is not supported: actor and critic share one recurrent core; "
-                "expected share_features_extractor=True"
+                "share_features_extractor=False is not supported: actor and critic share one features extractor "
+                "(use shared_core to choose whether they share the recurrent core); expected "
+                "share_features_extractor=True"
             )
         # Read by _build_mlp_extractor, which ActorCriticPolicy.__init__ calls before the optimizer is built.
         self.core_name = core
         self.core_kwargs = dict(core_kwargs or {})
+        self.shared_core = shared_core
         super().__init__(
             observation_space,
             action_space,
@@ -101,21 +112,32 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
 
     def _build_mlp_extractor(self) -> None:
         self.core = make_core(self.core_name, self.features_dim, **self.core_kwargs)
+        self.critic_core = (
+            None if self.shared_core else make_core(self.core_name, self.features_dim, **self.core_kwargs)
+        )
         self.mlp_extractor = MlpExtractor(
             self.core.hidden_size, net_arch=self.net_arch, activation_fn=self.activation_fn, device=self.device
         )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "core": self.core_name, "core_kwargs": self.core_kwargs}
+        return {
+            **super()._get_constructor_parameters(),
+            "core": self.core_name,
+            "core_kwargs": self.core_kwargs,
+            "shared_core": self.shared_core,
+        }
 
     def initial_state(self, n_envs: int) -> State:
-        """The zero recurrent state for ``n_envs`` environments."""
-        return self.core.initial_state(n_envs, device=self.device)
+        """The zero recurrent state for ``n_envs`` environments (a pair of core states if the critic has a core)."""
+        state = self.core.initial_state(n_envs, device=self.device)
+        if self.critic_core is None:
+            return state
+        return state, self.critic_core.initial_state(n_envs, device=self.device)
 
     def _latent(
         self, obs: PyTorchObs, state: State, episode_starts: th.Tensor
     ) -> tuple[th.Tensor, th.Tensor, State]:
-        """Features, core and MLPs over a time-major batch.
+        """Features, core(s) and MLPs over a time-major batch.
 
         :param obs: observations of ``T * B`` steps, time-major (step ``t`` of sequence ``b`` at ``t * B + b``).
         :param state: the state before step 0, tensors ``(L, B, *)``.
@@ -124,9 +146,18 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
         """
         features = self.extract_features(obs)
         T, B = episode_starts.shape
-        out, state = self.core(features.view(T, B, -1), state, episode_starts=episode_starts)
-        latent_pi, latent_vf = self.mlp_extractor(out.reshape(T * B, -1))
-        return latent_pi, latent_vf, state
+        features = features.view(T, B, -1)
+        if self.critic_core is None:
+            out, state = self.core(features, state, episode_starts=episode_starts)
+            latent_pi, latent_vf = self.mlp_extractor(out.reshape(T * B, -1))
+            return latent_pi, latent_vf, state
+        # Both cores always step, so that every state this policy returns is current for actor and critic.
+        actor_state, critic_state = state
+        out_pi, actor_state = self.core(features, actor_state, episode_starts=episode_starts)
+        out_vf, critic_state = self.critic_core(features, critic_state, episode_starts=episode_starts)
+        latent_pi = self.mlp_extractor.forward_actor(out_pi.reshape(T * B, -1))
+        latent_vf = self.mlp_extractor.forward_critic(out_vf.reshape(T * B, -1))
+        return latent_pi, latent_vf, (actor_state, critic_state)
 
     def forward(  # type: ignore[override]  # recurrent signature, as sb3-contrib
         self, obs: PyTorchObs, state: State, episode_starts: th.Tensor, deterministic: bool = False

@@ -12,6 +12,8 @@ policy of the rollout, as in sb3-contrib's RecurrentPPO and CleanRL). States are
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -36,6 +38,18 @@ from agents.policies import (
 from rims_rl import State, map_state
 
 SelfRecurrentPPO = TypeVar("SelfRecurrentPPO", bound="RecurrentPPO")
+
+
+@contextmanager
+def _native_rnn_kernels(device: th.device) -> Iterator[None]:
+    """On CUDA, switch cuDNN off for the block: its RNN backward refuses eval mode ("cudnn RNN backward can only be
+    called in training mode", seen on an H200), and the update runs in eval mode; PyTorch's own kernels do not."""
+    enabled = th.backends.cudnn.enabled
+    th.backends.cudnn.enabled = enabled and device.type != "cuda"
+    try:
+        yield
+    finally:
+        th.backends.cudnn.enabled = enabled
 
 
 class RecurrentPPO(OnPolicyAlgorithm):
@@ -232,8 +246,13 @@ class RecurrentPPO(OnPolicyAlgorithm):
 
         The update runs the policy in the rollout's mode (``eval()``: dropout off), so that it recomputes exactly
         the rollout's log-probabilities and the ratio starts at 1 (pitfalls: dropout on in only one of the two
-        makes them differ).
+        makes them differ). On CUDA it runs without cuDNN, which has no RNN backward in eval mode.
         """
+        with _native_rnn_kernels(self.device):
+            self._update()
+
+    def _update(self) -> None:
+        """The body of :meth:`train`."""
         self.policy.set_training_mode(False)
         self._update_learning_rate(self.policy.optimizer)
         clip_range = self._clip_schedule(self._current_progress_remaining) if self._clip_schedule else None

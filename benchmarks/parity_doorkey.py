@@ -1,9 +1,9 @@
 """Learning parity: our LSTM-PPO against sb3-contrib's RecurrentPPO with identical hyperparameters, DoorKey-5x5.
 
 Both: 16 envs, n_steps 128, batch 256, 4 epochs, lr 2.5e-4, gamma 0.99, GAE 0.95, clip 0.2, entropy 0.01,
-the same MiniGrid CNN extractor, LSTM of 128, one torch thread per run. Architecture differences that remain:
-ours shares one LSTM between actor and critic (the RIMs paper's MiniGrid agent), sb3-contrib's default gives the
-critic its own LSTM; ours trains on 32-step chunks, sb3-contrib on episode-split padded sequences.
+the same MiniGrid CNN extractor, LSTM of 128, the critic with an LSTM of its own (both libraries' default), one
+torch thread per run. The difference that remains: ours trains on 32-step chunks, sb3-contrib on episode-split
+padded sequences. ``--shared-core`` runs ours with one LSTM for actor and critic (the RIMs paper's MiniGrid agent).
 
 Final return = mean return of 100 evaluation episodes with sampled actions after training. Runs go in parallel
 worker processes (``--workers``, default 2 = both cores).
@@ -29,7 +29,7 @@ HPARAMS = dict(
 )  # fmt: skip
 
 
-def run(impl: str, seed: int, frames: int) -> dict[str, Any]:
+def run(impl: str, seed: int, frames: int, shared_core: bool = False) -> dict[str, Any]:
     """Train one (implementation, seed) and evaluate it."""
     import torch
     from stable_baselines3.common.evaluation import evaluate_policy
@@ -41,7 +41,7 @@ def run(impl: str, seed: int, frames: int) -> dict[str, Any]:
     env = make_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=16, seed=seed)
     extractor = dict(features_extractor_class=MiniGridFeaturesExtractor, normalize_images=False)
     if impl == "ours_lstm":
-        policy_kwargs = dict(core="lstm", core_kwargs=dict(hidden_size=128), **extractor)
+        policy_kwargs = dict(core="lstm", core_kwargs=dict(hidden_size=128), shared_core=shared_core, **extractor)
         model = RecurrentPPO(
             "MultiInputRecurrentPolicy", env, sequence_length=32, seed=seed, policy_kwargs=policy_kwargs, **HPARAMS
         )
@@ -63,11 +63,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--frames", type=int, default=300_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--shared-core", action="store_true", help="ours with one LSTM for actor and critic")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/parity_doorkey.json"))
     args = parser.parse_args()
     jobs = [(impl, seed) for seed in args.seeds for impl in IMPLS]
     with ProcessPoolExecutor(args.workers) as pool:
-        results = list(pool.map(run, *zip(*jobs, strict=True), [args.frames] * len(jobs)))
+        n = len(jobs)
+        results = list(pool.map(run, *zip(*jobs, strict=True), [args.frames] * n, [args.shared_core] * n))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"MiniGrid-DoorKey-5x5-v0, {args.frames} frames, final return (100 sampled-action episodes)")

@@ -5,9 +5,10 @@ Symbols used in shapes:
 - ``T``: sequence length, ``B``: batch size, ``L``: ``num_layers``, ``H``: ``hidden_size``.
 
 A core's recurrent *state* is what its ``forward`` takes as ``hx`` and returns: a tensor (GRU, and RIM with
-``cell="gru"``) or a tuple of tensors (LSTM: ``(h, c)``). Every tensor in a state has the batch on dimension 1,
-shape ``(L, B, *)``. Code outside a core never looks inside a state: it uses :func:`map_state` to index, stack,
-detach or move states, so a new core never means editing a buffer or an algorithm.
+``cell="gru"``) or a tuple of tensors (LSTM: ``(h, c)``); a policy with two cores holds a tuple of two such
+states. Every tensor in a state has the batch on dimension 1, shape ``(L, B, *)``. Code outside a core never looks
+inside a state: it uses :func:`map_state` to index, stack, detach or move states, so a new core never means editing
+a buffer or an algorithm.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-State = Tensor | tuple[Tensor, ...]
-"""A recurrent state: a tensor or a tuple of tensors, each of shape ``(L, B, *)``."""
+State = Tensor | tuple["State", ...]
+"""A recurrent state: a tensor, or a (nested) tuple of tensors, each of shape ``(L, B, *)``."""
 
 
 def map_state(fn: Callable[..., Tensor], *states: State) -> State:
-    """Apply ``fn`` to the corresponding tensors of one or more states of the same structure.
+    """Apply ``fn`` to the corresponding tensors of one or more states of the same (possibly nested) structure.
 
     >>> h, c = torch.zeros(1, 4, 3), torch.ones(1, 4, 3)
     >>> first_two = map_state(lambda t: t[:, :2], (h, c))
@@ -31,9 +32,12 @@ def map_state(fn: Callable[..., Tensor], *states: State) -> State:
     [(1, 2, 3), (1, 2, 3)]
     >>> map_state(lambda a, b: torch.cat([a, b], dim=1), h, h).shape
     torch.Size([1, 8, 3])
+    >>> actor, critic = map_state(lambda t: t[:, :1], ((h, c), h))  # two cores' states: one State
+    >>> [tuple(t.shape) for t in actor], tuple(critic.shape)
+    ([(1, 1, 3), (1, 1, 3)], (1, 1, 3))
     """
     if isinstance(states[0], tuple):
-        return tuple(fn(*parts) for parts in zip(*states, strict=True))
+        return tuple(map_state(fn, *parts) for parts in zip(*states, strict=True))
     return fn(*states)
 
 

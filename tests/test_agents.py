@@ -28,12 +28,20 @@ def cartpole(n_envs: int = 4, seed: int = 0):
 def ppo(core: str, env=None, **kwargs) -> RecurrentPPO:
     kwargs = {"n_steps": 32, "batch_size": 64, "sequence_length": 16, "seed": 0, **kwargs}
     core_kwargs = kwargs.pop("core_kwargs", CORES[core])
+    shared_core = kwargs.pop("shared_core", False)
     return RecurrentPPO(
         "MlpRecurrentPolicy",
         env or cartpole(),
-        policy_kwargs=dict(core=core, core_kwargs=core_kwargs),
+        policy_kwargs=dict(core=core, core_kwargs=core_kwargs, shared_core=shared_core),
         **kwargs,
     )
+
+
+def leaves(state) -> list:
+    """The arrays of a (possibly nested) recurrent state, in order."""
+    arrays: list = []
+    map_state(arrays.append, state)
+    return arrays
 
 
 def fill_buffer(model: RecurrentPPO) -> None:
@@ -43,10 +51,11 @@ def fill_buffer(model: RecurrentPPO) -> None:
     assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
 
 
+@pytest.mark.parametrize("shared_core", [False, True])
 @pytest.mark.parametrize("core", list(CORES))
-def test_replaying_the_buffer_reproduces_rollout_log_probs_and_values(core):
+def test_replaying_the_buffer_reproduces_rollout_log_probs_and_values(core, shared_core):
     core_kwargs = {**CORES[core], **({"dropout": 0.5} if core == "rim" else {})}
-    model = ppo(core, core_kwargs=core_kwargs)
+    model = ppo(core, core_kwargs=core_kwargs, shared_core=shared_core)
     fill_buffer(model)
     buffer = model.rollout_buffer
     starts = buffer.episode_starts
@@ -75,9 +84,10 @@ def test_update_starts_with_ratio_one_even_with_dropout():
     assert model.logger.name_to_value["train/approx_kl"] < 1e-3
 
 
+@pytest.mark.parametrize("shared_core", [False, True])
 @pytest.mark.parametrize("core", list(CORES))
-def test_state_resets_exactly_at_episode_starts(core):
-    model = ppo(core)
+def test_state_resets_exactly_at_episode_starts(core, shared_core):
+    model = ppo(core, shared_core=shared_core)
     env = cartpole(n_envs=2)
     obs = env.reset()
     _, warm = model.predict(obs, None, np.ones(2, dtype=bool))
@@ -86,19 +96,22 @@ def test_state_resets_exactly_at_episode_starts(core):
     _, reset = model.predict(obs, warm, np.array([True, False]))
     _, fresh = model.predict(obs, None, None)
     _, carried = model.predict(obs, warm, np.zeros(2, dtype=bool))
-    for r, f, c in zip(*(s if isinstance(s, tuple) else (s,) for s in (reset, fresh, carried)), strict=True):
+    for r, f, c in zip(leaves(reset), leaves(fresh), leaves(carried), strict=True):
         np.testing.assert_array_equal(r[:, 0], f[:, 0])
         np.testing.assert_array_equal(r[:, 1], c[:, 1])
         assert not np.array_equal(r[:, 0], c[:, 0]), "the reset had no effect"
 
 
+@pytest.mark.parametrize("shared_core", [False, True])
 @pytest.mark.parametrize("core", list(CORES))
-def test_save_load_predict_round_trip(core, tmp_path):
-    model = ppo(core, core_kwargs={**CORES[core], "hidden_size": 32} if core != "rim" else CORES[core])
+def test_save_load_predict_round_trip(core, shared_core, tmp_path):
+    core_kwargs = {**CORES[core], "hidden_size": 32} if core != "rim" else CORES[core]
+    model = ppo(core, core_kwargs=core_kwargs, shared_core=shared_core)
     model.learn(256)
     model.save(tmp_path / "model")
     loaded = RecurrentPPO.load(tmp_path / "model", env=cartpole())
     assert loaded.policy.core_kwargs == model.policy.core_kwargs
+    assert loaded.policy.shared_core == shared_core
     env = cartpole(n_envs=3, seed=5)
     obs = env.reset()
     state, loaded_state = None, None
@@ -109,6 +122,34 @@ def test_save_load_predict_round_trip(core, tmp_path):
         np.testing.assert_array_equal(actions, loaded_actions)
         map_state(np.testing.assert_array_equal, state, loaded_state)
         obs, _, starts, _ = env.step(actions)
+
+
+@pytest.mark.parametrize("core", list(CORES))
+def test_a_separate_critic_core_is_trained_by_the_value_loss_alone(core):
+    model = ppo(core)
+    assert model.policy.critic_core is not None and ppo(core, shared_core=True).policy.critic_core is None
+    fill_buffer(model)
+    batch = next(model.rollout_buffer.get(model.batch_size))
+    values, log_prob, _ = model.policy.evaluate_actions(
+        batch.observations, batch.actions.long().flatten(), batch.states, batch.episode_starts
+    )
+    model.policy.zero_grad()
+    values.sum().backward(retain_graph=True)
+    assert all(p.grad is None for p in model.policy.core.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.policy.critic_core.parameters())
+    model.policy.zero_grad()
+    log_prob.sum().backward()
+    assert all(p.grad is None for p in model.policy.critic_core.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.policy.core.parameters())
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("core", list(CORES))
+def test_trains_on_cuda(core):
+    # The update runs in eval mode, where cuDNN has no RNN backward: it must fall back to PyTorch's kernels.
+    model = ppo(core, device="cuda")
+    model.learn(128)
+    assert model.policy.core.training is False and th.backends.cudnn.enabled
 
 
 def test_sb3_api_logger_callbacks_and_evaluate_policy():

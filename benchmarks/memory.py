@@ -1,0 +1,200 @@
+"""Memory benchmark: do recurrent agents learn tasks that need memory, seed after seed, and how fast?
+
+Agents (every one with identical hyperparameters on a task):
+
+- ``sb3_contrib``: sb3-contrib's RecurrentPPO, its default architecture (the critic has its own LSTM);
+- ``lstm``, ``gru``, ``rim``: our RecurrentPPO, the critic with its own core (``shared_core=False``, the default);
+- ``lstm_shared``, ``gru_shared``, ``rim_shared``: one core for actor and critic (``shared_core=True``);
+- ``feedforward``: SB3's PPO without memory, to show that the task needs memory.
+
+Tasks:
+
+- ``cartpole``: CartPole-v1 without velocities (:class:`envs.memory.VelocityMask`), sb3-contrib's own memory
+  test (``tests/test_lstm.py::test_ppo_lstm_performance``): 8 envs, VecNormalize, core size 64, n_steps 128,
+  lr 7e-4, batch 256, 10 epochs, max_grad_norm 1, gae_lambda 0.98, ``net_arch=dict(pi=[], vf=[64])``,
+  ``ortho_init=False``, 50k steps; evaluated greedily over 20 episodes; a seed passes at 450 of 500.
+- ``memory``: ``RIMs-MemoryS7Cue-v0`` (:class:`envs.memory.CueMemoryEnv`: MiniGrid's MemoryS7 with the cue in
+  view at the first step; remember it, walk the hallway, step to its twin: a feed-forward policy can only guess,
+  about half the optimal return), the MiniGrid CNN extractor, 16 envs, n_steps 128, batch 256, 4 epochs,
+  lr 2.5e-4, entropy 0.01, core size 64; evaluated with sampled actions over 100 episodes; a seed passes at 0.8
+  (the optimum is about 0.96).
+
+Our chunk length is ``--sequence-length`` (default 128: each env's rollout is one sequence, as close as chunking
+gets to sb3-contrib's episode-split sequences). RIM: 4 units of 16, k=3. One torch thread per run; runs go in
+parallel worker processes (``--workers``).
+
+    python benchmarks/memory.py --tasks cartpole memory --seeds 0 1 2 3 4 --workers 2
+    python benchmarks/memory.py --report results_a.json results_b.json   # tables of saved results, no training
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+AGENTS = ("sb3_contrib", "lstm", "gru", "rim", "lstm_shared", "gru_shared", "rim_shared", "feedforward")
+CORE_KWARGS = {"lstm": dict(hidden_size=64), "gru": dict(hidden_size=64), "rim": dict(hidden_size=64, num_units=4, k=3)}
+
+
+@dataclass(frozen=True)
+class Task:
+    """A memory task and the settings every agent uses on it."""
+
+    frames: int
+    """Training budget in env steps."""
+    threshold: float
+    """A seed passes when its evaluation return reaches this."""
+    eval_episodes: int
+    """Episodes in the final evaluation."""
+    deterministic: bool
+    """Greedy (True) or sampled (False) actions in the final evaluation."""
+    hparams: dict[str, Any]
+    """PPO constructor arguments shared by every agent."""
+    policy_kwargs: dict[str, Any]
+    """Policy arguments shared by every agent (the core's kind and size excluded)."""
+
+
+TASKS = {
+    "cartpole": Task(
+        frames=50_000, threshold=450.0, eval_episodes=20, deterministic=True,
+        hparams=dict(n_steps=128, learning_rate=7e-4, batch_size=256, n_epochs=10, max_grad_norm=1.0,
+                     gae_lambda=0.98, ent_coef=0.0),
+        policy_kwargs=dict(net_arch=dict(pi=[], vf=[64]), ortho_init=False),
+    ),
+    "memory": Task(
+        frames=300_000, threshold=0.8, eval_episodes=100, deterministic=False,
+        hparams=dict(n_steps=128, learning_rate=2.5e-4, batch_size=256, n_epochs=4, ent_coef=0.01),
+        policy_kwargs=dict(net_arch=dict(pi=[64], vf=[64]), normalize_images=False),
+    ),
+}  # fmt: skip
+
+
+def make_envs(task: str, seed: int) -> tuple[Any, Any]:
+    """The training env and an evaluation env for ``task`` (both vectorised)."""
+    from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if task == "cartpole":
+        from envs.memory import VelocityMask
+
+        env = VecNormalize(sb3_make_vec_env("CartPole-v1", n_envs=8, seed=seed, wrapper_class=VelocityMask))
+        eval_env = VecNormalize(
+            sb3_make_vec_env("CartPole-v1", n_envs=4, seed=10_000 + seed, wrapper_class=VelocityMask),
+            training=False, norm_reward=False,
+        )  # fmt: skip
+        eval_env.obs_rms = env.obs_rms  # the same object: evaluation sees the training statistics
+        return env, eval_env
+    from envs import make_vec_env
+    from envs.memory import CUE_MEMORY_ID, register_memory_envs
+
+    register_memory_envs()
+    return make_vec_env(CUE_MEMORY_ID, n_envs=16, seed=seed), make_vec_env(CUE_MEMORY_ID, n_envs=4, seed=10_000 + seed)
+
+
+def build(agent: str, task: str, env: Any, seed: int, sequence_length: int) -> Any:
+    """The model of ``agent`` for ``task``, with the task's shared settings."""
+    spec = TASKS[task]
+    policy_kwargs = dict(spec.policy_kwargs)
+    minigrid = task != "cartpole"
+    if minigrid:
+        from agents import MiniGridFeaturesExtractor
+
+        policy_kwargs["features_extractor_class"] = MiniGridFeaturesExtractor
+    if agent == "sb3_contrib":
+        from sb3_contrib import RecurrentPPO as ContribRecurrentPPO
+
+        policy = "MultiInputLstmPolicy" if minigrid else "MlpLstmPolicy"
+        policy_kwargs.update(lstm_hidden_size=64, enable_critic_lstm=True)
+        return ContribRecurrentPPO(policy, env, seed=seed, policy_kwargs=policy_kwargs, **spec.hparams)
+    if agent == "feedforward":
+        from stable_baselines3 import PPO
+
+        return PPO("MultiInputPolicy" if minigrid else "MlpPolicy", env, seed=seed, policy_kwargs=policy_kwargs,
+                   **spec.hparams)  # fmt: skip
+    from agents import RecurrentPPO
+
+    core, _, shared = agent.partition("_")
+    policy_kwargs.update(core=core, core_kwargs=CORE_KWARGS[core], shared_core=bool(shared))
+    policy = "MultiInputRecurrentPolicy" if minigrid else "MlpRecurrentPolicy"
+    return RecurrentPPO(
+        policy, env, seed=seed, sequence_length=sequence_length, policy_kwargs=policy_kwargs, **spec.hparams
+    )
+
+
+def run(agent: str, task: str, seed: int, sequence_length: int, frames: int | None = None) -> dict[str, Any]:
+    """Train one (agent, task, seed) for ``frames`` (default: the task's budget) and evaluate it."""
+    import torch
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    torch.set_num_threads(1)
+    spec = TASKS[task]
+    env, eval_env = make_envs(task, seed)
+    model = build(agent, task, env, seed, sequence_length)
+    start = time.perf_counter()
+    frames = frames or spec.frames
+    model.learn(frames)
+    seconds = time.perf_counter() - start
+    mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=spec.eval_episodes, deterministic=spec.deterministic)
+    return dict(agent=agent, task=task, seed=seed, frames=frames, sequence_length=sequence_length,
+                score=float(mean), passed=bool(mean >= spec.threshold), seconds=seconds)  # fmt: skip
+
+
+def table(results: list[dict[str, Any]], task: str, seeds: list[int]) -> str:
+    """A Markdown table of one task: per-seed scores, seeds passed, mean training time."""
+    spec = TASKS[task]
+    frames = next(r["frames"] for r in results if r["task"] == task)
+    lines = [
+        f"{task}: {frames} frames, pass at {spec.threshold:g}, "
+        f"{spec.eval_episodes} {'greedy' if spec.deterministic else 'sampled'} evaluation episodes",
+        "",
+        "| agent | " + " | ".join(f"seed {s}" for s in seeds) + " | passed | train s (mean) |",
+        "|---|" + "---|" * (len(seeds) + 2),
+    ]
+    for agent in dict.fromkeys(r["agent"] for r in results if r["task"] == task):
+        rows = {r["seed"]: r for r in results if r["task"] == task and r["agent"] == agent}
+        cells = [f"{rows[s]['score']:.3g}" if s in rows else "-" for s in seeds]
+        passed = sum(r["passed"] for r in rows.values())
+        seconds = sum(r["seconds"] for r in rows.values()) / len(rows)
+        lines.append(f"| {agent} | " + " | ".join(cells) + f" | {passed}/{len(rows)} | {seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--agents", nargs="+", choices=AGENTS, default=list(AGENTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--sequence-length", type=int, default=128, help="our BPTT chunk length (divides 128)")
+    parser.add_argument("--frames", type=int, help="override every task's training budget")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/memory.json"))
+    parser.add_argument("--report", type=Path, nargs="+", help="print the tables of saved results and exit")
+    args = parser.parse_args()
+    if args.report:
+        saved = [r for path in args.report for r in json.loads(path.read_text())]
+        for task in dict.fromkeys(r["task"] for r in saved):
+            print(table(saved, task, sorted({r["seed"] for r in saved if r["task"] == task})) + "\n")
+        return
+    jobs = [(a, t, s) for t in args.tasks for s in args.seeds for a in args.agents]
+    results = []
+    with ProcessPoolExecutor(args.workers) as pool:
+        futures = [pool.submit(run, a, t, s, args.sequence_length, args.frames) for a, t, s in jobs]
+        for future in futures:  # in submission order; print as they come so long runs show progress
+            results.append(future.result())
+            r = results[-1]
+            print(f"[{len(results)}/{len(jobs)}] {r['task']} {r['agent']} seed {r['seed']}: "
+                  f"{r['score']:.3g} in {r['seconds']:.0f} s", flush=True)  # fmt: skip
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=2))
+    for task in args.tasks:
+        print()
+        print(table(results, task, args.seeds))
+
+
+if __name__ == "__main__":
+    main()
