@@ -140,11 +140,18 @@ def _mix(base: Array, weights: Array, values: Array) -> Array:
     return base + (weights[..., None] * values).sum(-2)
 
 
-def _uniform(bound: float) -> Callable[..., Array]:
-    def init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+def _uniform_draws(key: Array, shapes: dict[str, tuple[tuple[int, ...], int]], dtype: Any) -> dict[str, Array]:
+    """``nn.Linear``-style init from one random draw: each array uniform in ``±1 / sqrt(fan_in)``.
 
-    return init
+    :param shapes: ``{name: (shape, fan_in)}``.
+    """
+    sizes = [math.prod(shape) for shape, _ in shapes.values()]
+    flat = jax.random.uniform(key, (sum(sizes),), dtype, -1.0, 1.0)
+    parts = jnp.split(flat, np.cumsum(sizes)[:-1])
+    return {
+        name: part.reshape(shape) / math.sqrt(fan_in)
+        for (name, (shape, fan_in)), part in zip(shapes.items(), parts, strict=True)
+    }
 
 
 def to_units(t: Array, num_units: int) -> Array:
@@ -282,10 +289,13 @@ class RIMCell(nn.RNNCellBase):
             "weight_out": ((u, out_in, s), out_in),
             "bias_out": ((u, 1, s), out_in),
         }
-        return {
-            name: self.param(name, _uniform(1.0 / math.sqrt(fan_in)), shape, self.param_dtype)
-            for name, (shape, fan_in) in shapes.items()
-        }
+        if self.is_initializing() and not self.has_variable("params", "weight_key"):
+            # One draw for the whole layer: each jax.random call site compiles for about a second on CPU.
+            initial = _uniform_draws(self.make_rng("params"), shapes, self.param_dtype)
+            inits = {name: lambda *_, value=value: value for name, value in initial.items()}
+        else:  # the parameters exist: Flax evaluates the init functions abstractly, to check their shapes
+            inits = {name: lambda *_, shape=shape: jnp.zeros(shape) for name, (shape, _) in shapes.items()}
+        return {name: self.param(name, init) for name, init in inits.items()}
 
     @nn.nowrap
     def input_side(self, params: Params, inputs: Array) -> InputSide:
