@@ -26,6 +26,7 @@ repository root (``PYTHONPATH=.`` when ``rims_rl`` is not installed).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import time
@@ -207,6 +208,9 @@ def main() -> None:
     if "torch" in args.frameworks:
         torch_section(device, args.repeats)
     if "jax" in args.frameworks:
+        if importlib.util.find_spec("jax") is None:
+            print('\njax is not installed: JAX side skipped (pip install -c constraints.txt -e ".[jax]")')
+            return
         torch.manual_seed(0)
         jax_section(device, args.repeats)
 
