@@ -5,6 +5,8 @@ batch 256, 4 epochs, the same MiniGrid CNN features extractor for every variant,
 (RIM: 6 units of 32, k=4), one torch thread. Each variant runs in its own subprocess (so peak memory is its own),
 first a warm-up iteration, then ``--iterations`` timed iterations of 2,048 env steps.
 
+``*_shared``: one recurrent core for actor and critic; otherwise the critic has its own (both libraries' default).
+
 Reported per variant: env-steps/s, the ratio to sb3-contrib's LSTM measured in the same run, the largest
 training minibatch in rows (padding included), and the subprocess's peak RSS.
 
@@ -21,7 +23,10 @@ import sys
 import time
 from typing import Any
 
-VARIANTS = ("sb3_ppo", "sb3_contrib_lstm", "sb3_contrib_lstm_shared", "ours_lstm", "ours_gru", "ours_rim")
+VARIANTS = (
+    "sb3_ppo", "sb3_contrib_lstm", "sb3_contrib_lstm_shared",
+    "ours_lstm", "ours_gru", "ours_rim", "ours_lstm_shared", "ours_gru_shared", "ours_rim_shared",
+)  # fmt: skip
 HIDDEN = 192
 
 
@@ -42,7 +47,7 @@ def build(variant: str, env: Any) -> Any:
         return ContribRecurrentPPO(
             "MultiInputLstmPolicy", env, policy_kwargs=dict(lstm_hidden_size=HIDDEN, **shared, **extractor), **common
         )
-    core = variant.removeprefix("ours_")
+    core, _, shared_core = variant.removeprefix("ours_").partition("_")
     core_kwargs: dict[str, Any] = dict(hidden_size=HIDDEN)
     if core == "rim":
         core_kwargs.update(num_units=6, k=4)
@@ -50,7 +55,7 @@ def build(variant: str, env: Any) -> Any:
         "MultiInputRecurrentPolicy",
         env,
         sequence_length=32,
-        policy_kwargs=dict(core=core, core_kwargs=core_kwargs, **extractor),
+        policy_kwargs=dict(core=core, core_kwargs=core_kwargs, shared_core=bool(shared_core), **extractor),
         **common,
     )
 

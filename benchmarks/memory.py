@@ -20,8 +20,8 @@ Tasks:
   (the optimum is about 0.96).
 
 Our chunk length is ``--sequence-length`` (default 128: each env's rollout is one sequence, as close as chunking
-gets to sb3-contrib's episode-split sequences). RIM: 4 units of 16, k=3. One torch thread per run; runs go in
-parallel worker processes (``--workers``).
+gets to sb3-contrib's episode-split sequences). RIM: 4 units of 16, k=3. On the CPU, one torch thread per run;
+runs go in parallel worker processes (``--workers``).
 
     python benchmarks/memory.py --tasks cartpole memory --seeds 0 1 2 3 4 --workers 2
     python benchmarks/memory.py --report results_a.json results_b.json   # tables of saved results, no training
@@ -110,19 +110,20 @@ def build(agent: str, task: str, env: Any, seed: int, sequence_length: int) -> A
 
         policy = "MultiInputLstmPolicy" if minigrid else "MlpLstmPolicy"
         policy_kwargs.update(lstm_hidden_size=64, enable_critic_lstm=True)
-        return ContribRecurrentPPO(policy, env, seed=seed, policy_kwargs=policy_kwargs, **spec.hparams)
+        return ContribRecurrentPPO(policy, env, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **spec.hparams)
     if agent == "feedforward":
         from stable_baselines3 import PPO
 
-        return PPO("MultiInputPolicy" if minigrid else "MlpPolicy", env, seed=seed, policy_kwargs=policy_kwargs,
-                   **spec.hparams)  # fmt: skip
+        return PPO("MultiInputPolicy" if minigrid else "MlpPolicy", env, seed=seed, device="cpu",
+                   policy_kwargs=policy_kwargs, **spec.hparams)  # fmt: skip
     from agents import RecurrentPPO
 
     core, _, shared = agent.partition("_")
     policy_kwargs.update(core=core, core_kwargs=CORE_KWARGS[core], shared_core=bool(shared))
     policy = "MultiInputRecurrentPolicy" if minigrid else "MlpRecurrentPolicy"
     return RecurrentPPO(
-        policy, env, seed=seed, sequence_length=sequence_length, policy_kwargs=policy_kwargs, **spec.hparams
+        policy, env, seed=seed, device="cpu", sequence_length=sequence_length, policy_kwargs=policy_kwargs,
+        **spec.hparams,
     )
 
 
@@ -145,9 +146,15 @@ def run(agent: str, task: str, seed: int, sequence_length: int, frames: int | No
 
 
 def table(results: list[dict[str, Any]], task: str, seeds: list[int]) -> str:
-    """A Markdown table of one task: per-seed scores, seeds passed, mean training time."""
+    """A Markdown table of one task: per-seed scores, seeds passed, mean training time (one row per agent and
+    chunk length ``T``; ``T`` is named where it is not each env's whole rollout)."""
     spec = TASKS[task]
     frames = next(r["frames"] for r in results if r["task"] == task)
+
+    def label(r: dict[str, Any]) -> str:
+        ours = r["agent"] not in ("sb3_contrib", "feedforward")
+        return f"{r['agent']} (T={r['sequence_length']})" if ours and r["sequence_length"] != 128 else r["agent"]
+
     lines = [
         f"{task}: {frames} frames, pass at {spec.threshold:g}, "
         f"{spec.eval_episodes} {'greedy' if spec.deterministic else 'sampled'} evaluation episodes",
@@ -155,8 +162,8 @@ def table(results: list[dict[str, Any]], task: str, seeds: list[int]) -> str:
         "| agent | " + " | ".join(f"seed {s}" for s in seeds) + " | passed | train s (mean) |",
         "|---|" + "---|" * (len(seeds) + 2),
     ]
-    for agent in dict.fromkeys(r["agent"] for r in results if r["task"] == task):
-        rows = {r["seed"]: r for r in results if r["task"] == task and r["agent"] == agent}
+    for agent in dict.fromkeys(label(r) for r in results if r["task"] == task):
+        rows = {r["seed"]: r for r in results if r["task"] == task and label(r) == agent}
         cells = [f"{rows[s]['score']:.3g}" if s in rows else "-" for s in seeds]
         passed = sum(r["passed"] for r in rows.values())
         seconds = sum(r["seconds"] for r in rows.values()) / len(rows)
