@@ -63,45 +63,43 @@ def assert_same(expected, got, tol: float = 1e-5) -> None:
     np.testing.assert_array_equal(j_active, active)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("num_layers", [1, 2])
-def test_equal_to_torch_with_resets(cell: str, num_layers: int) -> None:
-    rim = torch_rim(cell, num_layers=num_layers)
-    x, starts = torch.randn(7, 3, F_IN), torch.zeros(7, 3, dtype=torch.bool)
+SEVERAL_HEADS = dict(input_heads=2, comm_heads=3, input_value_size=7, comm_value_size=5, comm_key_size=6)
+CASES = {  # id: (cell, num_layers, input form, other arguments); each case compiles once
+    "lstm-1-time_major": ("lstm", 1, "time_major", {}),
+    "lstm-2-batch_first": ("lstm", 2, "batch_first", {}),
+    "gru-1-unbatched": ("gru", 1, "unbatched", {}),
+    "gru-2-several_heads": ("gru", 2, "time_major", SEVERAL_HEADS),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_equal_to_torch_with_resets(case: tuple) -> None:
+    cell, num_layers, form, kwargs = case
+    rim = torch_rim(cell, num_layers=num_layers, batch_first=form == "batch_first", **kwargs)
+    x, starts = torch.randn(7, 3, F_IN), torch.zeros(7, 3, dtype=torch.bool)  # time-major
     starts[3, 1] = starts[5, 0] = True
     hx = tuple(torch.randn(num_layers, 3, H) for _ in range(2)) if cell == "lstm" else torch.randn(num_layers, 3, H)
-    expected, got = run_both(rim, x, hx, starts)
+    if form == "unbatched":
+        x, starts, hx = x[:, 0], starts[:, 0], jax.tree.map(lambda t: t[:, 0], hx)
+    to_input = (lambda t: t.transpose(0, 1)) if form == "batch_first" else (lambda t: t)
+    expected, got = run_both(rim, to_input(x), hx, to_input(starts))
     assert_same(expected, got)
-    out, _, active = got
+    out, _, active = got  # active: (T, B, L, U), always time-major
     assert (active.sum(-1) == K).all()
     # Inactive units keep h bit for bit (last layer, steps without a reset).
-    kept = (out[1:].reshape(6, 3, U, -1) == out[:-1].reshape(6, 3, U, -1)).all(-1)  # (T - 1, B, U)
-    no_reset = ~starts[1:].numpy()
+    out = to_input(torch.tensor(out)).reshape(7, -1, U, H // U)  # time-major, per unit
+    kept = (out[1:] == out[:-1]).all(-1).numpy()  # (T - 1, B, U)
+    no_reset = ~starts[1:].reshape(6, -1).numpy()
     np.testing.assert_array_equal(kept[no_reset], ~active[1:, :, -1][no_reset])
 
 
-@pytest.mark.parametrize("form", ["batch_first", "unbatched"])
-def test_equal_to_torch_in_every_input_form(form: str) -> None:
-    rim = torch_rim("gru", num_layers=2, batch_first=form == "batch_first")
-    x = torch.randn(3, 6, F_IN) if form == "batch_first" else torch.randn(6, F_IN)
-    starts = torch.zeros(x.shape[:-1], dtype=torch.bool)  # laid out like the input: (B, T) or (T,)
-    starts[(1, 2) if form == "batch_first" else 4] = True
-    assert_same(*run_both(rim, x, None, starts))
-
-
-def test_equal_to_torch_with_several_heads_and_sizes() -> None:
-    rim = torch_rim(input_heads=2, comm_heads=3, input_value_size=7, comm_value_size=5, comm_key_size=6)
-    assert_same(*run_both(rim, torch.randn(6, 4, F_IN)))
-
-
-@pytest.mark.parametrize("units,k", [(4, 2), (6, 4)])
-def test_full_ties_select_the_units_torch_selects(units: int, k: int) -> None:
+def test_full_ties_select_the_units_torch_selects() -> None:
     """A zero input gives every unit the same score; the choice must still be torch's."""
     torch.manual_seed(0)
-    rim = TorchRIM(F_IN, 6 * units, num_units=units, k=k, **SMALL).eval()
+    rim = TorchRIM(F_IN, 24, num_units=6, k=4, **SMALL).eval()
     expected, got = run_both(rim, torch.zeros(3, 2, F_IN))
     assert_same(expected, got)
-    assert got[2][0, 0, 0].nonzero()[0].tolist() == sorted(torch_tie_order(units, k)[:k])
+    assert got[2][0, 0, 0].nonzero()[0].tolist() == [0, 3, 4, 5] == sorted(torch_tie_order(6, 4)[:4])
 
 
 def test_tie_order_matches_torch_topk() -> None:
@@ -138,14 +136,14 @@ def test_jit_vmap_and_grad() -> None:
     rim = torch_rim()
     module, variables = from_torch(rim)
     xs = torch.randn(3, 6, 2, F_IN)  # 3 independent (T, B, F) sequences
+    side_by_side = xs.permute(1, 0, 2, 3).flatten(1, 2)  # the same, as one batch of 6 for torch
+    expected, _ = rim(side_by_side)
+    expected.sum().backward()
     batched = jax.jit(jax.vmap(module.apply, in_axes=(None, 0)))
     out, (h, _) = batched(variables, to_jax(xs))
     assert out.shape == (3, 6, 2, H) and h.shape == (3, 1, 2, H)
-    one_by_one = jnp.stack([apply(module, variables, x)[0] for x in to_jax(xs)])
-    np.testing.assert_allclose(out, one_by_one, rtol=1e-5, atol=1e-6)
-    # The gradient of the vmapped module equals torch's on the three sequences side by side in the batch.
+    np.testing.assert_allclose(out.transpose(1, 0, 2, 3).reshape(6, 6, H), expected.detach(), rtol=1e-5, atol=1e-5)
     grads = jax.jit(jax.grad(lambda v: batched(v, to_jax(xs))[0].sum()))(variables)["params"]["cells_0"]
-    rim(xs.permute(1, 0, 2, 3).flatten(1, 2))[0].sum().backward()
     for name, param in rim.cells[0].named_parameters():
         np.testing.assert_allclose(grads[name], param.grad.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
 
@@ -159,14 +157,15 @@ def test_cell_swaps_in_for_flax_cells(cell: str) -> None:
     assert jax.tree.map(jnp.shape, carries[0]) == jax.tree.map(jnp.shape, carries[1])
     assert rim_cell.num_feature_axes == baseline.num_feature_axes == 1
     # A torch RIM's layer is a cell's parameters: nn.RNN(RIMCell) then runs the torch RIM.
-    sequence, variables = from_torch(torch_rim(cell, batch_first=True))
+    rim = torch_rim(cell, batch_first=True)
+    expected, _ = rim(torch.tensor(np.asarray(x)))
     rnn = nn.RNN(rim_cell, variable_axes={"intermediates": 1})
     out, extra = jax.jit(partial(rnn.apply, mutable="intermediates"))(
-        {"params": {"cell": variables["params"]["cells_0"]}}, x
+        {"params": {"cell": from_torch(rim)[1]["params"]["cells_0"]}}, x
     )
-    expected, _, active = apply(sequence, variables, x)
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(extra["intermediates"]["cell"]["active"][0], active[:, :, 0].swapaxes(0, 1))
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=1e-5, atol=1e-5)
+    active = extra["intermediates"]["cell"]["active"][0]  # (B, T, U)
+    np.testing.assert_array_equal(active, rim.last_active[:, :, 0].transpose(0, 1).numpy())
 
 
 def test_no_gradient_reaches_an_inactive_unit_through_communication() -> None:

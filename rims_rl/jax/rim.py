@@ -199,7 +199,9 @@ class RIMCell(nn.RNNCellBase):
         param_dtype: dtype of the parameters. Default: float32
         carry_init: initializer of the carry. Default: zeros
 
-    Each call sows the active mask, bool :math:`(*batch, U)`, as ``intermediates/active``.
+    Each call sows the active mask, bool :math:`(*batch, U)`, as ``intermediates/active``; under ``nn.RNN``, pass
+    ``variable_axes={"intermediates": 1}`` to collect it over time. For training on whole sequences :class:`RIM`
+    is faster: it computes the state-independent input side of all steps before its scan.
 
     Examples::
 
