@@ -100,27 +100,6 @@ def _group_noun(group: str) -> str:
     return "split (env)" if group == "env" else group
 
 
-def as_frames(name: str, value: Any, minimum: int = 1) -> int:
-    """Read a frame count given as an int or a whole float (``3e5`` arrives from the command line as a float).
-
-    :param name: the config key, for the error message
-    :param value: the value
-    :param minimum: the smallest allowed value
-    :return: the count as an int
-    :raises ConfigError: if it is not a whole number >= ``minimum``
-
-    >>> as_frames("total_frames", 3e5)
-    300000
-    >>> as_frames("total_frames", 0)
-    Traceback (most recent call last):
-    ...
-    experiments.config.ConfigError: total_frames=0 is invalid; expected a whole number >= 1
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < minimum:
-        raise ConfigError(f"{name}={value!r} is invalid; expected a whole number >= {minimum}")
-    return int(value)
-
-
 def model_label(core: str, core_kwargs: Mapping[str, Any]) -> str:
     """The short name of a model in run names and reports, the one function every part uses: the core's name (an
     import path's attribute, lower case), its ``hidden_size``, and ``_u{num_units}`` and ``_k{k}`` for a core
@@ -222,18 +201,18 @@ def build_spec(cfg: DictConfig) -> RunSpec:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model {label}: {err}") from None
 
-    eval_episodes = as_frames("eval.episodes", cfg.eval.episodes)
+    eval_episodes = int(cfg.eval.episodes)  # counts are whole numbers here (checked); 3e5 arrives as a float
     return RunSpec(
         split=split,
         core=core,
         core_kwargs=model,
         label=label,
         algo=cfg.agent.algo,
-        total_frames=scaled_frames(as_frames("total_frames", cfg.total_frames), scale),
-        eval_every=scaled_frames(as_frames("eval.every_frames", cfg.eval.every_frames), scale),
+        total_frames=scaled_frames(int(cfg.total_frames), scale),
+        eval_every=scaled_frames(int(cfg.eval.every_frames), scale),
         eval_episodes=eval_episodes,
-        eval_n_envs=min(as_frames("eval.n_envs", cfg.eval.n_envs), eval_episodes),
-        checkpoint_every=scaled_frames(as_frames("checkpoint.every_frames", cfg.checkpoint.every_frames), scale),
+        eval_n_envs=min(int(cfg.eval.n_envs), eval_episodes),
+        checkpoint_every=scaled_frames(int(cfg.checkpoint.every_frames), scale),
     )
 
 

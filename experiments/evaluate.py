@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 import envs
 from experiments.builders import load_agent
 from experiments.checkpoint import resolve_checkpoint, run_dir_of
-from experiments.config import CONFIG_DIR, ConfigError, as_frames, check_command_line, check_config, fail, model_label
+from experiments.config import CONFIG_DIR, ConfigError, check_command_line, check_config, fail, model_label
 from experiments.eval_loop import eval_targets, evaluate
 from experiments.schema import EvalSchema
 
@@ -61,8 +61,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     :raises ConfigError: for a missing checkpoint or run config, a bad split or bad counts
     """
     check_config(cfg, EvalSchema)
-    episodes = as_frames("episodes", cfg.episodes)
-    n_envs = min(as_frames("n_envs", cfg.n_envs), episodes)
+    episodes = int(cfg.episodes)  # a whole number (checked); 1e2 arrives as a float
+    n_envs = min(int(cfg.n_envs), episodes)
     try:
         checkpoint = resolve_checkpoint(Path(cfg.checkpoint))
     except FileNotFoundError as err:
