@@ -140,10 +140,10 @@ class RunSpec:
     """What a run is, derived from its config and checked.
 
     :param split: the generalisation split (an :class:`envs.Split`, validated)
-    :param core: the recurrent core's name
+    :param core: the core: a registered name (:data:`rims_rl.CORES`) or an import path ``package.module:Name``
     :param core_kwargs: the core's constructor kwargs (the ``model`` group minus ``core``)
     :param label: :func:`model_label` of the model
-    :param algo: ``"ppo"`` or ``"a2c"``
+    :param algo: a registered algorithm (:data:`agents.ALGORITHMS`), e.g. ``"ppo"``
     :param total_frames: training frames (environment steps over all training envs)
     :param eval_every: frames between evaluations
     :param eval_episodes: episodes per env id and action mode

@@ -243,7 +243,7 @@ class AgentSection:
     arguments of the algorithm's class; any other argument of that class may be added with ``+agent.<name>=``."""
 
     algo: str = field(default=MISSING, metadata=rule(one_of(_algorithms)))
-    """A registered algorithm (:data:`agents.ALGORITHMS`): ``ppo`` or ``a2c``."""
+    """A registered algorithm (:data:`agents.ALGORITHMS`), e.g. ``ppo``."""
     learning_rate: Any = field(default=MISSING, metadata=rule(number(0, low_open=True)))
     """The optimizer's learning rate."""
     n_steps: Any = field(default=MISSING, metadata=rule(whole(1)))
