@@ -1,7 +1,7 @@
 """MiniGrid environments, wrappers and generalisation splits for rims-rl.
 
-Importing this package registers MiniGrid's ids and this package's own (``RIMs-NovelDistractors-*``) with
-:func:`register_envs`.
+Importing this package registers MiniGrid's ids and this package's own (``RIMs-NovelDistractors-*``,
+``RIMs-MemoryS7Cue-v0``) with :func:`register_envs`.
 It never imports hydra or ``agents``.
 """
 

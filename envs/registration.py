@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import minigrid  # noqa: F401  (registers the MiniGrid-* ids)
 
+from envs.memory import register_memory_envs
 from envs.novel_distractors import register_novel_distractors
 
 __all__ = ["register_envs"]
 
 
 def register_envs() -> None:
-    """Register MiniGrid's ids and this package's own (``RIMs-NovelDistractors-*``) with gymnasium (idempotent).
+    """Register MiniGrid's ids and this package's own (``RIMs-NovelDistractors-*``, ``RIMs-MemoryS7Cue-v0``) with
+    gymnasium (idempotent).
 
     >>> import gymnasium as gym
     >>> register_envs()
-    >>> "RIMs-NovelDistractors-Train-v0" in gym.registry and "MiniGrid-Empty-5x5-v0" in gym.registry
+    >>> ids = ("RIMs-NovelDistractors-Train-v0", "RIMs-MemoryS7Cue-v0", "MiniGrid-Empty-5x5-v0")
+    >>> all(env_id in gym.registry for env_id in ids)
     True
     """
     register_novel_distractors()
+    register_memory_envs()
