@@ -1,4 +1,4 @@
-"""Recurrent actor-critic policies whose memory is any core from :func:`rims_rl.make_core` (lstm, gru, rim).
+"""Recurrent actor-critic policies whose memory is any core from :func:`rims_rl.make_core` (lstm, gru, rim, yours).
 
 The data path of one step and of a training sequence is the same::
 
@@ -48,7 +48,8 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
     :param observation_space: the observation space.
     :param action_space: the action space.
     :param lr_schedule: learning-rate schedule; ``lr_schedule(1)`` is the initial learning rate.
-    :param core: ``"lstm"``, ``"gru"`` or ``"rim"``.
+    :param core: a name registered in :data:`rims_rl.CORES` (``"lstm"``, ``"gru"``, ``"rim"``) or an import path
+        ``"package.module:Name"`` of a core (see :func:`rims_rl.make_core`).
     :param core_kwargs: constructor arguments of the core, e.g. ``dict(hidden_size=192, num_units=6, k=4)``;
         ``input_size`` is the features extractor's ``features_dim``.
     :param shared_core: one core for actor and critic; ``False`` gives the critic its own core, built from the
