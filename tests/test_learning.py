@@ -3,9 +3,10 @@
 A training run depends on the CPU: a last-digit floating-point difference flips a RIM's top-k selection or a
 sampled action, and the run diverges from there, so a run on another machine is as good as another seed. Every bar
 below therefore sits under the worst of several seeds measured on our 2-core machine, with a margin, and far
-above what a policy without the tested ability scores. Evaluation samples actions: the greedy version of a
-recurrent policy can loop forever where sampling succeeds (Empty-5x5, A2C with a shared RIM core: greedy return
-0.000 on two seeds of five, sampled 0.58 and 0.67 there).
+above what a policy without the tested ability scores. On MiniGrid, evaluation samples actions: the greedy
+version of a recurrent policy can loop forever where sampling succeeds (Empty-5x5, A2C with a shared RIM core:
+greedy return 0.000 on two seeds of five, sampled 0.58 and 0.67 there). On CartPole it is greedy, as in
+sb3-contrib's test: a pole has no loops to get stuck in.
 
 The per-seed figures behind each bar come from the tests' own settings:
 
