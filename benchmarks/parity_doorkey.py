@@ -62,11 +62,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--frames", type=int, default=300_000)
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--shared-core", action="store_true", help="ours with one LSTM for actor and critic")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/parity_doorkey.json"))
     args = parser.parse_args()
-    jobs = [(impl, seed) for seed in args.seeds for impl in IMPLS]
+    jobs = [(impl, seed) for seed in args.seeds for impl in args.impls]
     with ProcessPoolExecutor(args.workers) as pool:
         n = len(jobs)
         results = list(pool.map(run, *zip(*jobs, strict=True), [args.frames] * n, [args.shared_core] * n))
@@ -74,7 +75,7 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2))
     print(f"MiniGrid-DoorKey-5x5-v0, {args.frames} frames, final return (100 sampled-action episodes)")
     print(f"{'impl':<18}" + "".join(f"{'seed ' + str(s):>9}" for s in args.seeds) + f"{'mean':>8}{'train s':>9}")
-    for impl in IMPLS:
+    for impl in args.impls:
         rows = [r for r in results if r["impl"] == impl]
         returns = [r["return"] for r in rows]
         print(
