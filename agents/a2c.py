@@ -39,7 +39,10 @@ class RecurrentA2C(RecurrentPPO):
     :param rms_prop_eps: RMSprop epsilon (used unless ``policy_kwargs`` names an optimizer).
     :param normalize_advantage: normalise advantages (off in A2C).
     :param sequence_length: BPTT chunk length; ``None``: ``n_steps`` (each env's rollout is one sequence).
-    :param kwargs: further :class:`~agents.ppo.RecurrentPPO` arguments (``policy_kwargs``, ``seed``, ...).
+    :param kwargs: further :class:`~agents.ppo.RecurrentPPO` arguments (``policy_kwargs``, ``seed``, ...), among
+        them torch-ac's protocol options ``bootstrap_truncated``, ``clip_range_vf`` (inactive with one epoch: the
+        values equal the old ones), ``refresh_chunk_states`` and ``shift_chunks`` (with ``sequence_length <
+        n_steps``).
     """
 
     def __init__(

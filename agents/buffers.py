@@ -6,7 +6,13 @@ samples whole chunks: a minibatch of ``batch_size`` steps is ``batch_size // seq
 ``sequence_length`` steps, so there is no padding and no mask: every row is a real step. Episodes that end
 inside a chunk are handled by the core through ``episode_starts``.
 
-Symbols: ``T`` = ``sequence_length``, ``N`` chunks per minibatch, ``C`` = ``n_steps // T`` chunks per env.
+With ``shift_chunks`` the state is kept every ``T // 2`` steps, and ``get(shift=True)`` starts the chunks
+``T // 2`` steps later, dropping each env's last chunk, which would cross the rollout's end (torch-ac 1.4's
+``PPOAlgo._get_batches_starting_indexes``). :meth:`write_states` overwrites kept states (torch-ac's memory
+write-back).
+
+Symbols: ``T`` = ``sequence_length``, ``N`` chunks per minibatch, ``C`` = ``n_steps // T`` chunks per env,
+``S`` = ``n_steps // state_interval`` kept states per env.
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ class RecurrentRolloutBufferSamples(NamedTuple):
     """``(T, N)`` bool."""
     states: State
     """The state before each chunk's first step: tensors ``(L, N, *)``."""
+    chunk_starts: th.Tensor
+    """``(N,)`` long: the rollout step of each chunk's first step."""
+    chunk_envs: th.Tensor
+    """``(N,)`` long: the env of each chunk."""
 
 
 class _RecurrentBufferMixin:
@@ -57,33 +67,79 @@ class _RecurrentBufferMixin:
     episode_starts: Any
     full: bool
 
-    def __init__(self, *args: Any, sequence_length: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, sequence_length: int, shift_chunks: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if sequence_length < 1 or self.buffer_size % sequence_length != 0:
             raise ValueError(
                 f"expected sequence_length to divide n_steps={self.buffer_size}, got sequence_length={sequence_length}"
             )
+        if shift_chunks and sequence_length % 2 != 0:
+            raise ValueError(f"expected an even sequence_length with shift_chunks, got {sequence_length}")
         self.sequence_length = sequence_length
+        self.shift_chunks = shift_chunks
+        self.state_interval = sequence_length // 2 if shift_chunks else sequence_length
+        """Steps between kept states: ``T // 2`` with ``shift_chunks``, else ``T``."""
 
     def reset(self) -> None:
         super().reset()  # type: ignore[misc]  # cooperative call into the SB3 buffer
         self.chunk_states: list[State] = []
+        self._stacked_states: State | None = None
 
     def add_chunk_state(self, state: State) -> None:
-        """Record the state before the step about to be added; call it when ``pos % sequence_length == 0``.
+        """Record the state before the step about to be added; call it when ``pos % state_interval == 0``.
 
         :param state: tensors ``(L, n_envs, *)``.
         """
         self.chunk_states.append(map_state(lambda s: s.detach().clone(), state))
 
-    def get(self, batch_size: int | None = None) -> Generator[RecurrentRolloutBufferSamples, None, None]:  # type: ignore[override]
+    def _states(self) -> State:
+        """The kept states stacked once per rollout: tensors ``(S, L, n_envs, *)``."""
+        if self._stacked_states is None:
+            self._stacked_states = map_state(lambda *s: th.stack(s), *self.chunk_states)
+        return self._stacked_states
+
+    def states_at(self, steps: th.Tensor, envs: th.Tensor) -> State:
+        """The kept states before rollout steps ``steps`` of envs ``envs``.
+
+        :param steps: ``(N,)`` long, multiples of ``state_interval``.
+        :param envs: ``(N,)`` long.
+        :return: tensors ``(L, N, *)``.
+        """
+        slots = steps // self.state_interval
+        return map_state(lambda s: s[slots, :, envs].transpose(0, 1).contiguous(), self._states())
+
+    def write_states(self, steps: th.Tensor, envs: th.Tensor, state: State) -> None:
+        """Overwrite the kept states before rollout steps ``steps`` of envs ``envs`` with ``state``, detached; steps
+        at or past the rollout's end are skipped.
+
+        :param steps: ``(N,)`` long, multiples of ``state_interval``.
+        :param envs: ``(N,)`` long.
+        :param state: tensors ``(L, N, *)``.
+        """
+        inside = steps < self.buffer_size
+        slots, envs = steps[inside] // self.state_interval, envs[inside]
+
+        def write(stored: th.Tensor, new: th.Tensor) -> th.Tensor:
+            stored[slots, :, envs] = new.detach()[:, inside].transpose(0, 1).to(stored.dtype)
+            return stored
+
+        map_state(write, self._states(), state)
+
+    def get(  # type: ignore[override]
+        self, batch_size: int | None = None, shift: bool = False
+    ) -> Generator[RecurrentRolloutBufferSamples, None, None]:
         """Yield minibatches of whole chunks, in a random order.
 
         :param batch_size: steps per minibatch, a multiple of ``sequence_length``; ``None``: the whole rollout.
+        :param shift: start the chunks ``T // 2`` steps later and drop each env's last one (needs
+            ``shift_chunks``); the minibatches then hold ``batch_size // T`` chunks each, the last one fewer.
         """
         assert self.full, "the rollout buffer must be full before sampling"
+        if shift and not self.shift_chunks:
+            raise ValueError("expected a buffer built with shift_chunks=True for get(shift=True)")
         T, n_envs = self.sequence_length, self.n_envs
-        n_chunks = (self.buffer_size // T) * n_envs
+        offset = T // 2 if shift else 0
+        n_chunks = ((self.buffer_size - offset) // T) * n_envs
         batch_size = batch_size or self.buffer_size * n_envs
         if batch_size % T != 0:
             raise ValueError(f"expected batch_size to be a multiple of sequence_length={T}, got {batch_size}")
@@ -97,7 +153,6 @@ class _RecurrentBufferMixin:
         )
         fields = [tensor(a) for a in (self.actions, self.values, self.log_probs, self.advantages, self.returns)]
         starts = tensor(self.episode_starts).bool()
-        states = map_state(lambda *s: th.stack(s), *self.chunk_states)  # (C, L, n_envs, *)
 
         def rows(x: th.Tensor, steps: th.Tensor, envs: th.Tensor) -> th.Tensor:
             return x[steps, envs].flatten(0, 1)
@@ -106,7 +161,8 @@ class _RecurrentBufferMixin:
         for begin in range(0, n_chunks, per_batch):
             idx = order[begin : begin + per_batch]
             chunk, env = idx // n_envs, idx % n_envs
-            steps = chunk * T + th.arange(T, device=self.device).unsqueeze(1)  # (T, N)
+            first = offset + chunk * T  # (N,)
+            steps = first + th.arange(T, device=self.device).unsqueeze(1)  # (T, N)
             envs = env.expand_as(steps)
             yield RecurrentRolloutBufferSamples(
                 observations=(
@@ -120,7 +176,9 @@ class _RecurrentBufferMixin:
                 advantages=rows(fields[3], steps, envs),
                 returns=rows(fields[4], steps, envs),
                 episode_starts=starts[steps, envs],
-                states=map_state(lambda s, c=chunk, e=env: s[c, :, e].transpose(0, 1).contiguous(), states),
+                states=self.states_at(first, env),
+                chunk_starts=first,
+                chunk_envs=env,
             )
 
 

@@ -136,29 +136,49 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
         return state, self.critic_core.initial_state(n_envs, device=self.device)
 
     def _latent(
-        self, obs: PyTorchObs, state: State, episode_starts: th.Tensor
+        self, obs: PyTorchObs, state: State, episode_starts: th.Tensor, split: int | None = None
     ) -> tuple[th.Tensor, th.Tensor, State]:
         """Features, core(s) and MLPs over a time-major batch.
 
         :param obs: observations of ``T * B`` steps, time-major (step ``t`` of sequence ``b`` at ``t * B + b``).
         :param state: the state before step 0, tensors ``(L, B, *)``.
         :param episode_starts: ``(T, B)`` bool.
-        :return: ``latent_pi`` and ``latent_vf`` of shape ``(T * B, *)`` and the state after step ``T - 1``.
+        :param split: ``None``: return the state after step ``T - 1``; ``0 < split <= T``: the state after step
+            ``split - 1`` instead (the cores run steps ``[0, split)`` then ``[split, T)``, gradients flowing through).
+        :return: ``latent_pi`` and ``latent_vf`` of shape ``(T * B, *)`` and the state (see ``split``).
         """
         features = self.extract_features(obs)
         T, B = episode_starts.shape
         features = features.view(T, B, -1)
+        if split is None:
+            out_pi, out_vf, state = self._cores(features, state, episode_starts)
+        else:
+            if not 0 < split <= T:
+                raise ValueError(f"expected 0 < split <= T={T}, got split={split}")
+            out_pi, out_vf, state = self._cores(features[:split], state, episode_starts[:split])
+            if split < T:
+                rest_pi, rest_vf, _ = self._cores(features[split:], state, episode_starts[split:])
+                out_pi, out_vf = th.cat([out_pi, rest_pi]), th.cat([out_vf, rest_vf])
+        if self.critic_core is None:
+            latent_pi, latent_vf = self.mlp_extractor(out_pi.reshape(T * B, -1))
+            return latent_pi, latent_vf, state
+        latent_pi = self.mlp_extractor.forward_actor(out_pi.reshape(T * B, -1))
+        latent_vf = self.mlp_extractor.forward_critic(out_vf.reshape(T * B, -1))
+        return latent_pi, latent_vf, state
+
+    def _cores(
+        self, features: th.Tensor, state: State, episode_starts: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor, State]:
+        """The core(s) over ``(T, B, F)`` features: the actor's and the critic's outputs ``(T, B, H)`` (the same
+        tensor with a shared core) and the state after step ``T - 1``."""
         if self.critic_core is None:
             out, state = self.core(features, state, episode_starts=episode_starts)
-            latent_pi, latent_vf = self.mlp_extractor(out.reshape(T * B, -1))
-            return latent_pi, latent_vf, state
+            return out, out, state
         # Both cores always step, so that every state this policy returns is current for actor and critic.
         actor_state, critic_state = state
         out_pi, actor_state = self.core(features, actor_state, episode_starts=episode_starts)
         out_vf, critic_state = self.critic_core(features, critic_state, episode_starts=episode_starts)
-        latent_pi = self.mlp_extractor.forward_actor(out_pi.reshape(T * B, -1))
-        latent_vf = self.mlp_extractor.forward_critic(out_vf.reshape(T * B, -1))
-        return latent_pi, latent_vf, (actor_state, critic_state)
+        return out_pi, out_vf, (actor_state, critic_state)
 
     def forward(  # type: ignore[override]  # recurrent signature, as sb3-contrib
         self, obs: PyTorchObs, state: State, episode_starts: th.Tensor, deterministic: bool = False
@@ -193,6 +213,18 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
         latent_pi, latent_vf, _ = self._latent(obs, state, episode_starts)
         distribution = self._get_action_dist_from_latent(latent_pi)
         return self.value_net(latent_vf), distribution.log_prob(actions), distribution.entropy()
+
+    def evaluate_actions_and_state(
+        self, obs: PyTorchObs, actions: th.Tensor, state: State, episode_starts: th.Tensor, split: int
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, State]:
+        """:meth:`evaluate_actions`, plus the state after step ``split - 1`` (``0 < split <= T``), still attached to
+        the graph: what :class:`~agents.ppo.RecurrentPPO` writes back with ``refresh_chunk_states``.
+
+        :return: values ``(T * B, 1)``, log-probabilities ``(T * B,)``, entropy ``(T * B,)``, state ``(L, B, *)``.
+        """
+        latent_pi, latent_vf, state = self._latent(obs, state, episode_starts, split)
+        distribution = self._get_action_dist_from_latent(latent_pi)
+        return self.value_net(latent_vf), distribution.log_prob(actions), distribution.entropy(), state
 
     def get_distribution(  # type: ignore[override]  # recurrent signature
         self, obs: PyTorchObs, state: State, episode_starts: th.Tensor

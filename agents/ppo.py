@@ -6,7 +6,8 @@ from their recorded states (truncated BPTT) and applies the clipped PPO loss. No
 Python loop for LSTM/GRU cores.
 
 Chunk start rule: each chunk starts from the state the rollout policy had before the chunk's first step (the
-policy of the rollout, as in sb3-contrib's RecurrentPPO and CleanRL). States are not refreshed between epochs.
+policy of the rollout, as in sb3-contrib's RecurrentPPO and CleanRL). States are not refreshed between epochs,
+unless ``refresh_chunk_states`` is set (torch-ac's protocol, see :class:`RecurrentPPO`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,35 @@ def _native_rnn_kernels(device: th.device) -> Iterator[None]:
         th.backends.cudnn.enabled = enabled
 
 
+def clipped_value_loss(
+    values: th.Tensor, old_values: th.Tensor, returns: th.Tensor, clip_range_vf: float | None
+) -> th.Tensor:
+    """The value loss: the squared error, or with ``clip_range_vf`` torch-ac's clipped form (torch-ac 1.4,
+    ``torch_ac/algos/ppo.py``, ``PPOAlgo.update_parameters``; also OpenAI baselines' ``ppo2``)::
+
+        max((v - R)^2, (v_old + clip(v - v_old, -eps, eps) - R)^2)
+
+    SB3's ``clip_range_vf`` clips the same prediction (``values_pred = old_values + clamp(values - old_values,
+    -clip_range_vf, clip_range_vf)``) but takes only the clipped error; here the larger of the two is taken.
+
+    :param values: ``(B,)`` values of the current policy.
+    :param old_values: ``(B,)`` values at rollout time.
+    :param returns: ``(B,)`` value targets.
+    :param clip_range_vf: ``eps``; ``None``: the plain squared error (SB3's default).
+    :return: the mean loss, a scalar.
+
+    >>> v, v_old, R = th.tensor([1.0, 0.0]), th.tensor([0.0, 0.0]), th.tensor([0.0, 1.0])
+    >>> clipped_value_loss(v, v_old, R, 0.2)  # max(1, 0.04) and max(1, 1), averaged
+    tensor(1.)
+    """
+    if clip_range_vf is None:
+        return F.mse_loss(returns, values)
+    values_clipped = old_values + th.clamp(values - old_values, -clip_range_vf, clip_range_vf)
+    value_loss_unclipped = (values - returns) ** 2
+    value_loss_clipped = (values_clipped - returns) ** 2
+    return th.max(value_loss_unclipped, value_loss_clipped).mean()
+
+
 class RecurrentPPO(OnPolicyAlgorithm):
     """Proximal Policy Optimization (arXiv 1707.06347) with a recurrent policy and truncated BPTT.
 
@@ -78,6 +108,23 @@ class RecurrentPPO(OnPolicyAlgorithm):
     :param max_grad_norm: gradient clipping norm.
     :param sequence_length: BPTT chunk length ``T``.
     :param target_kl: stop an update early when the approximate KL exceeds ``1.5 * target_kl``; ``None``: never.
+    :param clip_range_vf: clip the value loss (SB3's name), or a schedule; ``None`` (default): the plain squared
+        error. Set, the loss is torch-ac's ``max((v - R)^2, (v_old + clip(v - v_old, -eps, eps) - R)^2)`` with
+        ``eps = clip_range_vf`` (torch-ac 1.4, ``torch_ac/algos/ppo.py``, ``PPOAlgo.update_parameters``, where
+        ``eps`` is the policy's ``clip_eps``), not SB3's clipped error alone; see :func:`clipped_value_loss`.
+    :param bootstrap_truncated: add ``gamma * V(terminal observation)`` to the reward of a step that a time limit
+        cut (SB3's handling, SB3 issue #633). ``False``: a truncation ends the return like a termination, as
+        torch-ac 1.4's ``mask = 1 - done`` (``torch_ac/algos/base.py``, ``BaseAlgo.collect_experiences``).
+    :param refresh_chunk_states: write back, after each minibatch's forward pass, the state each chunk computes at
+        the first kept step after its start (``T // 2`` steps in with ``shift_chunks``, else the chunk's end,
+        i.e. the next chunk's start), detached, as the stored start state there; later chunks (this epoch's and
+        later epochs') then start from fresher states. torch-ac 1.4 (``PPOAlgo.update_parameters``:
+        ``exps.memory[inds + i + 1] = memory.detach()``) writes every step's memory; we keep (and refresh) states
+        only at chunk and, with ``shift_chunks``, half-chunk starts. ``False`` (default): rollout states only.
+    :param shift_chunks: on every other epoch (counted over the whole run, as torch-ac's ``batch_num``), start the
+        chunks ``sequence_length // 2`` steps later and drop each env's last chunk, which would cross the rollout's
+        end (torch-ac 1.4, ``PPOAlgo._get_batches_starting_indexes``); needs an even ``sequence_length``. States are
+        then kept every ``sequence_length // 2`` steps.
     :param stats_window_size: episodes averaged in ``rollout/*`` logs.
     :param tensorboard_log: tensorboard log folder, or ``None``.
     :param policy_kwargs: policy constructor arguments.
@@ -113,6 +160,10 @@ class RecurrentPPO(OnPolicyAlgorithm):
         max_grad_norm: float = 0.5,
         sequence_length: int = 32,
         target_kl: float | None = None,
+        clip_range_vf: float | Schedule | None = None,
+        bootstrap_truncated: bool = True,
+        refresh_chunk_states: bool = False,
+        shift_chunks: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -133,12 +184,20 @@ class RecurrentPPO(OnPolicyAlgorithm):
                 f"expected batch_size to be a positive multiple of sequence_length={sequence_length}, "
                 f"got batch_size={batch_size}"
             )
+        if isinstance(clip_range_vf, float | int) and clip_range_vf <= 0:
+            raise ValueError(f"expected clip_range_vf > 0 (None turns value clipping off), got {clip_range_vf}")
+        if shift_chunks and sequence_length % 2 != 0:
+            raise ValueError(f"expected an even sequence_length with shift_chunks, got {sequence_length}")
         self.batch_size = batch_size
         self.n_epochs = n_epochs
         self.clip_range = clip_range
         self.normalize_advantage = normalize_advantage
         self.sequence_length = sequence_length
         self.target_kl = target_kl
+        self.clip_range_vf = clip_range_vf
+        self.bootstrap_truncated = bootstrap_truncated
+        self.refresh_chunk_states = refresh_chunk_states
+        self.shift_chunks = shift_chunks
         super().__init__(
             policy,
             env,
@@ -176,6 +235,7 @@ class RecurrentPPO(OnPolicyAlgorithm):
             gae_lambda=self.gae_lambda,
             n_envs=self.n_envs,
             sequence_length=self.sequence_length,
+            shift_chunks=self.shift_chunks,
         )
         self.policy = self.policy_class(  # type: ignore[assignment]
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
@@ -184,6 +244,7 @@ class RecurrentPPO(OnPolicyAlgorithm):
             raise ValueError(f"expected a RecurrentActorCriticPolicy subclass, got {type(self.policy).__name__}")
         self.policy = self.policy.to(self.device)
         self._clip_schedule = FloatSchedule(self.clip_range) if self.clip_range is not None else None
+        self._clip_vf_schedule = FloatSchedule(self.clip_range_vf) if self.clip_range_vf is not None else None
         self._last_state = self.policy.initial_state(self.n_envs)
 
     def collect_rollouts(
@@ -197,7 +258,7 @@ class RecurrentPPO(OnPolicyAlgorithm):
         callback.on_rollout_start()
         state = self._last_state
         for step in range(n_rollout_steps):
-            if step % rollout_buffer.sequence_length == 0:
+            if step % rollout_buffer.state_interval == 0:
                 rollout_buffer.add_chunk_state(state)
             with th.no_grad():
                 obs = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
@@ -215,8 +276,9 @@ class RecurrentPPO(OnPolicyAlgorithm):
             self._update_info_buffer(infos, dones)
             if isinstance(self.action_space, spaces.Discrete):
                 actions = actions.reshape(-1, 1)
-            # Bootstrap episodes cut by a time limit (SB3 issue #633) from the state after this step.
-            for i in np.flatnonzero(dones):
+            # Bootstrap episodes cut by a time limit (SB3 issue #633) from the state after this step; torch-ac
+            # does not (bootstrap_truncated=False: mask = 1 - done).
+            for i in np.flatnonzero(dones) if self.bootstrap_truncated else ():
                 if infos[i].get("TimeLimit.truncated", False) and infos[i].get("terminal_observation") is not None:
                     terminal_obs = self.policy.obs_to_tensor(infos[i]["terminal_observation"])[0]
                     with th.no_grad():
@@ -256,31 +318,47 @@ class RecurrentPPO(OnPolicyAlgorithm):
         self.policy.set_training_mode(False)
         self._update_learning_rate(self.policy.optimizer)
         clip_range = self._clip_schedule(self._current_progress_remaining) if self._clip_schedule else None
+        clip_range_vf = self._clip_vf_schedule(self._current_progress_remaining) if self._clip_vf_schedule else None
         logs: dict[str, list[float]] = defaultdict(list)
         continue_training = True
         for _ in range(self.n_epochs):
-            for batch in self.rollout_buffer.get(self.batch_size):
+            # shift_chunks: torch-ac shifts on every other call of _get_batches_starting_indexes, one per epoch.
+            shift = self.shift_chunks and self._n_updates % 2 == 1
+            for batch in self.rollout_buffer.get(self.batch_size, shift=shift):
                 actions = batch.actions
                 if isinstance(self.action_space, spaces.Discrete):
                     actions = actions.long().flatten()
-                values, log_prob, entropy = self.policy.evaluate_actions(
-                    batch.observations, actions, batch.states, batch.episode_starts
-                )
+                if self.refresh_chunk_states:
+                    # torch-ac's memory write-back: the state at the next kept step becomes its stored state.
+                    split = self.rollout_buffer.state_interval
+                    values, log_prob, entropy, state = self.policy.evaluate_actions_and_state(
+                        batch.observations, actions, batch.states, batch.episode_starts, split
+                    )
+                    self.rollout_buffer.write_states(batch.chunk_starts + split, batch.chunk_envs, state)
+                else:
+                    values, log_prob, entropy = self.policy.evaluate_actions(
+                        batch.observations, actions, batch.states, batch.episode_starts
+                    )
+                values = values.flatten()
                 advantages = batch.advantages
                 if self.normalize_advantage and len(advantages) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
                 log_ratio = log_prob - batch.old_log_prob
-                ratio = th.exp(log_ratio)
+                ratio = th.exp(log_ratio)  # ratio between old and new policy, 1 on the first minibatch
                 if clip_range is None:
-                    policy_loss = -(advantages * ratio).mean()
+                    policy_loss = -(advantages * ratio).mean()  # A2C's loss (arXiv 2205.09123)
                 else:
-                    clipped = th.clamp(ratio, 1 - clip_range, 1 + clip_range)
-                    policy_loss = -th.min(advantages * ratio, advantages * clipped).mean()
+                    # clipped surrogate loss (arXiv 1707.06347, eq. 7; SB3's PPO.train)
+                    policy_loss_1 = advantages * ratio
+                    policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                    policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
                     logs["clip_fraction"].append(((ratio - 1).abs() > clip_range).float().mean().item())
-                value_loss = F.mse_loss(batch.returns, values.flatten())
+                # value loss: squared error to the returns, clipped as torch-ac's with clip_range_vf
+                value_loss = clipped_value_loss(values, batch.old_values, batch.returns, clip_range_vf)
+                # entropy loss favours exploration; -log_prob approximates the entropy when it has no closed form
                 entropy_loss = -(entropy if entropy is not None else -log_prob).mean()
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-                with th.no_grad():
+                with th.no_grad():  # approximate KL, as SB3's PPO.train: http://joschu.net/blog/kl-approx.html
                     approx_kl = ((ratio - 1) - log_ratio).mean().item()
                 if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
                     continue_training = False
@@ -309,6 +387,8 @@ class RecurrentPPO(OnPolicyAlgorithm):
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         if clip_range is not None:
             self.logger.record("train/clip_range", clip_range)
+        if clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
 
     def learn(
         self: SelfRecurrentPPO,
@@ -330,4 +410,4 @@ class RecurrentPPO(OnPolicyAlgorithm):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_last_state", "_clip_schedule"]
+        return [*super()._excluded_save_params(), "_last_state", "_clip_schedule", "_clip_vf_schedule"]

@@ -141,6 +141,7 @@ def _algorithms() -> list[str]:
 WANDB_MODES = ("online", "offline", "disabled")
 _STRING = of_type(str, "a string")
 _STRINGS = of_type(list, "a list of strings")
+_BOOL = of_type(bool, "true or false")
 
 
 # --- sections ----------------------------------------------------------------------------------------------------
@@ -266,6 +267,16 @@ class AgentSection:
     """Gradient clipping norm."""
     sequence_length: Any = field(default=MISSING, metadata=rule(optional(whole(1))))
     """Length of the replayed BPTT chunks; ``n_steps`` must be a multiple of it."""
+    normalize_advantage: Any = field(default=MISSING, metadata=rule(_BOOL))
+    """Normalise advantages per minibatch (torch-ac does not)."""
+    clip_range_vf: Any = field(default=MISSING, metadata=rule(optional(number(0, low_open=True))))
+    """Clip the value loss as torch-ac (PPO); null: the plain squared error."""
+    bootstrap_truncated: Any = field(default=MISSING, metadata=rule(_BOOL))
+    """Bootstrap time-limit truncations; false: truncation is terminal, as torch-ac's ``mask = 1 - done``."""
+    refresh_chunk_states: Any = field(default=MISSING, metadata=rule(_BOOL))
+    """Write the recurrent states recomputed in the update back as chunk start states, as torch-ac (PPO)."""
+    shift_chunks: Any = field(default=MISSING, metadata=rule(_BOOL))
+    """Start chunks ``sequence_length // 2`` later on every other epoch, as torch-ac (PPO)."""
     policy_kwargs: Any = field(default=MISSING, metadata=group(PolicySection))
     """Arguments of the policy."""
 

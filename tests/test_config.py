@@ -214,3 +214,11 @@ def test_cpu_small_budget_scales_frames(tmp_path: Path, train: Run) -> None:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["frames"] for r in rows if "eval/train/return_mean" in r] == [64, 128]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["frames_000000000128"]
+
+
+def test_dido_table_follows_torch_acs_ppo_protocol(train: Run) -> None:
+    agent = _job_cfg(train, ["experiment=dido_doorkey"])["agent"]
+    assert (agent["clip_range_vf"], agent["normalize_advantage"], agent["bootstrap_truncated"]) == (0.2, False, False)
+    assert agent["refresh_chunk_states"] is True and agent["shift_chunks"] is True
+    proc = train(["experiment=dido_doorkey", "agent.shift_chunks=maybe", "hydra.run.dir=run"])
+    assert proc.returncode != 0 and "agent.shift_chunks='maybe' is invalid; expected true or false" in proc.stderr
