@@ -89,10 +89,9 @@ def make_envs(task: str, seed: int) -> tuple[Any, Any]:
         )  # fmt: skip
         eval_env.obs_rms = env.obs_rms  # the same object: evaluation sees the training statistics
         return env, eval_env
-    from envs import make_vec_env
-    from envs.memory import CUE_MEMORY_ID, register_memory_envs
+    from envs import make_vec_env  # importing envs registers CUE_MEMORY_ID (envs.register_envs)
+    from envs.memory import CUE_MEMORY_ID
 
-    register_memory_envs()
     return make_vec_env(CUE_MEMORY_ID, n_envs=16, seed=seed), make_vec_env(CUE_MEMORY_ID, n_envs=4, seed=10_000 + seed)
 
 
