@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gymnasium as gym
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
@@ -11,7 +12,7 @@ from stable_baselines3.common.vec_env import VecEnv
 import envs
 from agents import ALGORITHMS, MiniGridFeaturesExtractor
 from experiments.config import ConfigError, RunSpec, derive_seed
-from experiments.eval_loop import EvalTarget, eval_targets
+from experiments.eval_loop import EvalTarget, eval_targets, target_name
 
 POLICY = "MultiInputRecurrentPolicy"
 #: Mixed into the run seed to seed the evaluation envs (the same levels at every evaluation of a run).
@@ -83,6 +84,24 @@ def build_eval_targets(spec: RunSpec, seed: int) -> list[EvalTarget]:
     return eval_targets(
         spec.split, lambda env_id, seeds: envs.make_vec_env(env_id, spec.eval_n_envs, eval_seed, level_seeds=seeds)
     )
+
+
+def build_selection_envs(spec: RunSpec, seed: int) -> list[tuple[str, str, gym.Env]]:
+    """One unvectorised env for the split's first train env id and for its first held-out env id, on that side's
+    levels, for :func:`experiments.selection.record_selection`.
+
+    :param spec: the run's checked spec
+    :param seed: the envs' level-drawing seed (the evaluation seed)
+    :return: ``(metric scope, side, env)`` for the train env, then the held-out env
+    """
+    split = spec.split
+    return [
+        (target_name(split, ids[0], scope), scope, envs.make_env_fn(ids[0], level_seeds=seeds, level_rng_seed=seed)())
+        for scope, ids, seeds in (
+            ("train", split.train, split.train_seeds),
+            ("heldout", split.heldout, split.heldout_seeds),
+        )
+    ]
 
 
 def eval_seed_of(seed: int) -> int:

@@ -1,4 +1,4 @@
-"""The evaluation loop: a recurrent agent played on the train and held-out envs of a split (used by training and
+r"""The evaluation loop: a recurrent agent played on the train and held-out envs of a split (used by training and
 by ``rims-rl-eval``).
 
 Each env id gets its own small VecEnv; a fixed seed makes every evaluation of a run play the same levels. The
@@ -8,19 +8,32 @@ episodes are counted per env id, without favouring short episodes.
 
 Metric names: ``eval/<scope>/<stat>`` with scope ``train``, ``heldout`` (episodes pooled over that side's env
 ids) or an env id, and stat in :data:`STATS`. An env id that is both a train and a held-out env (a split by
-level seeds) gets the scopes ``<id>@train`` and ``<id>@heldout``. A core that reports which units were active
-(``last_active``, as :class:`rims_rl.RIM` does), whatever its name, adds ``eval/unit_activity/l{layer}_u{unit}``:
-the fraction of evaluation steps in which that unit was active, over all evaluated envs, and
-``eval/<env>/unit_activity/l{layer}_u{unit}`` per env.
+level seeds) gets the scopes ``<id>@train`` and ``<id>@heldout``.
+
+Selection statistics: a core that reports which units were active (``last_active``, as :class:`rims_rl.RIM`
+does), whatever its name, adds, per env (``eval/<env>/...``), per side (``eval/train/...``, ``eval/heldout/...``)
+and over all evaluated envs (``eval/...``), counted over the steps of the counted episodes, sampled and greedy:
+
+- ``unit_activity/l{layer}_u{unit}``: the fraction of steps in which that unit was active;
+- ``switch_rate``: the fraction of consecutive step pairs ``(t - 1, t)`` of one episode of one sample in which a
+  layer's active set changes, over all pairs and layers. The first step of an episode makes no pair with the
+  step before it (a reset is not a switch). 0: the active set never changes within an episode;
+  1: it changes at every step. Absent when no episode is longer than one step;
+- ``selection_entropy``: the entropy in bits of the empirical distribution of the active *sets* (which units are
+  active together) over all counted steps, per layer, averaged over layers. 0 when one fixed set is always
+  active, at most :math:`\log_2 \binom{U}{k}` when every set is equally frequent. It is taken over sets rather
+  than over the per-unit activity because the per-unit activity of a fixed set is not zero-entropy (it is
+  :math:`\log_2 k` for k units each active always), so only the set entropy separates "one fixed set" from "sets
+  that vary"; unlike ``switch_rate`` it also counts sets that change only from one episode (or env) to the next.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-import torch
 from stable_baselines3.common.vec_env import VecEnv
 
 #: The statistics logged per scope; ``greedy_*`` are the same with deterministic actions.
@@ -69,16 +82,23 @@ def eval_targets(split: Any, make_env: Callable[[str, Sequence[int] | None], Vec
     :param make_env: ``make_env(env_id, level_seeds) -> VecEnv``
     :return: the targets, train ones first
     """
-    both = set(split.train) & set(split.heldout)
     targets = []
     for scope, ids, seeds in (
         ("train", split.train, split.train_seeds),
         ("heldout", split.heldout, split.heldout_seeds),
     ):
         for env_id in dict.fromkeys(ids):
-            name = f"{env_id}@{scope}" if env_id in both else env_id
-            targets.append(EvalTarget(scope, name, env_id, make_env(env_id, seeds)))
+            targets.append(EvalTarget(scope, target_name(split, env_id, scope), env_id, make_env(env_id, seeds)))
     return targets
+
+
+def target_name(split: Any, env_id: str, scope: str) -> str:
+    """:param split: an :class:`envs.Split`
+    :param env_id: one of its env ids
+    :param scope: the side it is evaluated on, ``"train"`` or ``"heldout"``
+    :return: its metric scope: the id, or ``<id>@<scope>`` when the id is on both sides
+    """
+    return f"{env_id}@{scope}" if env_id in set(split.train) & set(split.heldout) else env_id
 
 
 def reports_units(core: Any) -> bool:
@@ -93,45 +113,124 @@ def reports_units(core: Any) -> bool:
     return hasattr(core, "last_active")
 
 
-class UnitActivity:
-    """Counts how often each unit of a core is active over evaluation steps (from ``core.last_active``).
+class Switches(NamedTuple):
+    """Switches of the active set between consecutive steps.
+
+    :param switches: pairs of consecutive steps of one episode whose active set differs, summed over layers
+    :param pairs: pairs of consecutive steps of one episode, times layers
+    """
+
+    switches: int
+    pairs: int
+
+
+def count_switches(active: np.ndarray, episode_starts: np.ndarray) -> Switches:
+    """Count the steps at which a layer's active set changes, within episodes.
+
+    :param active: ``(T, B, L, U)`` bool, the active units at each step
+    :param episode_starts: ``(T, B)`` bool, whether step ``t`` of sample ``b`` starts an episode (then
+        ``(t - 1, t)`` is not a pair)
+    :return: the switches and the pairs
+
+    >>> fixed = np.array([[1, 1, 0]] * 4, dtype=bool)[:, None, None]  # (4, 1, 1, 3): one set at every step
+    >>> alternating = np.array([[1, 1, 0], [0, 1, 1]] * 2, dtype=bool)[:, None, None]
+    >>> starts = np.array([[True], [False], [True], [False]])  # two episodes of two steps
+    >>> count_switches(fixed, starts), count_switches(alternating, starts)
+    (Switches(switches=0, pairs=2), Switches(switches=2, pairs=2))
+    """
+    if active.ndim != 4 or episode_starts.shape != active.shape[:2]:
+        raise ValueError(
+            f"expected active (T, B, L, U) and episode_starts (T, B), got {active.shape} and {episode_starts.shape}"
+        )
+    changed = (active[1:] != active[:-1]).any(axis=-1)  # (T - 1, B, L)
+    within = ~np.asarray(episode_starts[1:], dtype=bool)  # (T - 1, B)
+    return Switches(int(changed[within].sum()), int(within.sum()) * active.shape[2])
+
+
+def set_entropy(counts: Counter[tuple[int, bytes]]) -> float:
+    r"""The entropy of the active sets, per layer, averaged over layers (see the module docstring).
+
+    :param counts: ``(layer, set) -> steps`` with that set active in that layer (a set is any hashable code)
+    :return: the mean over layers of :math:`-\sum_S p(S) \log_2 p(S)`, in bits
+
+    >>> set_entropy(Counter({(0, b"a"): 6})), set_entropy(Counter({(0, b"a"): 3, (0, b"b"): 3, (1, b"a"): 6}))
+    (0.0, 0.5)
+    """
+    layers: dict[int, list[int]] = {}
+    for (layer, _), n in counts.items():
+        layers.setdefault(layer, []).append(n)
+    entropies = []
+    for ns in layers.values():
+        p = np.array(ns, dtype=float) / sum(ns)
+        entropies.append(float(-(p * np.log2(p)).sum()) + 0.0)  # + 0.0: no -0.0
+    return float(np.mean(entropies))
+
+
+class SelectionStats:
+    """Selection statistics of a core over evaluation steps (from ``core.last_active`` after each one-step
+    forward): per-unit activity, switch rate and set entropy (see the module docstring). Pool counters with ``+=``.
 
     :param core: a core that :func:`reports_units`
     """
 
     def __init__(self, core: Any) -> None:
         self.core = core
-        self.active: torch.Tensor | None = None
+        self.active: np.ndarray | None = None  # (L, U) steps active
         self.steps = 0
+        self.switches = Switches(0, 0)
+        self.sets: Counter[tuple[int, bytes]] = Counter()  # (layer, packed active set) -> steps
+        self.previous: np.ndarray | None = None  # (B, L, U): every sub-env's active units at the last step
 
-    def update(self, counted: np.ndarray) -> None:
-        """Add the last forward's activity of the sub-envs still counting episodes.
+    def update(self, counted: np.ndarray, episode_starts: np.ndarray) -> None:
+        """Add the last one-step forward's selection of the sub-envs still counting episodes.
 
         :param counted: ``(B,)`` bool, the sub-envs whose step counts
+        :param episode_starts: ``(B,)`` bool, the sub-envs whose step starts an episode
         """
         last = self.core.last_active  # (T, B, L, U) bool
-        mask = torch.as_tensor(counted, device=last.device)
-        rows = last[:, mask].reshape(-1, *last.shape[2:]).float()  # (T * B', L, U)
-        total = rows.sum(dim=0).cpu()
+        if last.shape[0] != 1:
+            raise ValueError(f"expected the active units of one step, (1, B, L, U), got {tuple(last.shape)}")
+        current = last[0].cpu().numpy()  # (B, L, U)
+        rows = current[counted]  # (B', L, U)
+        total = rows.sum(axis=0)
         self.active = total if self.active is None else self.active + total
-        self.steps += rows.shape[0]
+        self.steps += len(rows)
+        for packed in np.packbits(rows, axis=-1):  # (L, ceil(U / 8)) per row
+            self.sets.update((layer, code.tobytes()) for layer, code in enumerate(packed))
+        if self.previous is not None:
+            pair = np.stack([self.previous[counted], rows])  # (2, B', L, U)
+            starts = np.stack([np.ones(len(rows), dtype=bool), np.asarray(episode_starts, dtype=bool)[counted]])
+            found = count_switches(pair, starts)
+            self.switches = Switches(self.switches.switches + found.switches, self.switches.pairs + found.pairs)
+        self.previous = current
 
-    def metrics(self, prefix: str = "eval/unit_activity") -> dict[str, float]:
-        """:param prefix: the metric names' prefix
-        :return: ``<prefix>/l{layer}_u{unit}`` -> fraction of counted steps active
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """:param prefix: the metric names' prefix, e.g. ``"eval/train"``
+        :return: ``<prefix>/unit_activity/l{layer}_u{unit}`` (fraction of counted steps active),
+            ``<prefix>/switch_rate`` (when there were pairs of steps) and ``<prefix>/selection_entropy``
         """
         if self.active is None or self.steps == 0:
             return {}
         frac = (self.active / self.steps).tolist()
-        return {
-            f"{prefix}/l{layer}_u{unit}": value for layer, units in enumerate(frac) for unit, value in enumerate(units)
+        metrics = {
+            f"{prefix}/unit_activity/l{layer}_u{unit}": value
+            for layer, units in enumerate(frac)
+            for unit, value in enumerate(units)
         }
+        if self.switches.pairs:
+            metrics[f"{prefix}/switch_rate"] = self.switches.switches / self.switches.pairs
+        metrics[f"{prefix}/selection_entropy"] = set_entropy(self.sets)
+        return metrics
 
-    def __iadd__(self, other: UnitActivity) -> UnitActivity:
+    def __iadd__(self, other: SelectionStats) -> SelectionStats:
         """Pool another counter's steps into this one."""
         if other.active is not None:
-            self.active = other.active.clone() if self.active is None else self.active + other.active
+            self.active = other.active.copy() if self.active is None else self.active + other.active
             self.steps += other.steps
+            self.switches = Switches(
+                self.switches.switches + other.switches.switches, self.switches.pairs + other.switches.pairs
+            )
+            self.sets += other.sets
         return self
 
 
@@ -141,7 +240,7 @@ def run_episodes(
     n_episodes: int,
     deterministic: bool,
     seed: int,
-    on_step: Callable[[np.ndarray], None] | None = None,
+    on_step: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> Episodes:
     """Play ``n_episodes`` episodes with a recurrent agent.
 
@@ -150,7 +249,8 @@ def run_episodes(
     :param n_episodes: ``M``, episodes to count; sub-env ``i`` counts its first ``(M + i) // n``
     :param deterministic: greedy instead of sampled actions
     :param seed: seed of the env for this evaluation
-    :param on_step: called after each ``predict`` with the ``(n,)`` bool mask of sub-envs still counting
+    :param on_step: ``on_step(counted, episode_starts)``, called after each ``predict`` with two ``(n,)`` bool
+        masks: the sub-envs still counting episodes, and those whose step starts an episode
     :return: the counted episodes, ``(M,)`` each
     """
     n = env.num_envs
@@ -167,7 +267,7 @@ def run_episodes(
     while (counts < targets).any():
         actions, state = model.predict(obs, state=state, episode_start=episode_starts, deterministic=deterministic)
         if on_step is not None:
-            on_step(counts < targets)
+            on_step(counts < targets, episode_starts)
         obs, rewards, dones, _ = env.step(actions)
         current_return += rewards
         current_length += 1
@@ -207,28 +307,34 @@ def evaluate(model: Any, targets: Sequence[EvalTarget], n_episodes: int, seed: i
     :param targets: the evaluated envs (:func:`eval_targets`)
     :param n_episodes: episodes per target and action mode
     :param seed: env seed shared by all targets and both modes (same levels each evaluation)
-    :return: ``eval/<scope>/<stat>`` for each target and for the pooled ``train`` and ``heldout`` scopes, plus
-        ``eval/unit_activity/*`` and ``eval/<env>/unit_activity/*`` for a core that :func:`reports_units`
+    :return: ``eval/<scope>/<stat>`` for each target and for the pooled ``train`` and ``heldout`` scopes, plus,
+        for a core that :func:`reports_units`, the selection statistics of :class:`SelectionStats` per target,
+        per side and over all targets (``eval/unit_activity/*``, ``eval/switch_rate``, ...)
     """
     core = getattr(model.policy, "core", None)
     metrics: dict[str, float] = {}
     pooled: dict[str, tuple[list[Episodes], list[Episodes]]] = {}
-    all_activity = UnitActivity(core) if reports_units(core) else None
+    all_selection = SelectionStats(core) if reports_units(core) else None
+    side_selection: dict[str, SelectionStats] = {}
     for target in targets:
-        activity = UnitActivity(core) if all_activity is not None else None
-        on_step = activity.update if activity is not None else None
+        selection = SelectionStats(core) if all_selection is not None else None
+        on_step = selection.update if selection is not None else None
         sampled = run_episodes(model, target.env, n_episodes, False, seed, on_step)
         greedy = run_episodes(model, target.env, n_episodes, True, seed, on_step)
         metrics.update({f"eval/{target.name}/{k}": v for k, v in episode_stats(sampled, greedy).items()})
-        if activity is not None and all_activity is not None:
-            metrics.update(activity.metrics(f"eval/{target.name}/unit_activity"))
-            all_activity += activity
-        side = pooled.setdefault(target.scope, ([], []))
-        side[0].append(sampled)
-        side[1].append(greedy)
+        if selection is not None and all_selection is not None:
+            metrics.update(selection.metrics(f"eval/{target.name}"))
+            side = side_selection.setdefault(target.scope, SelectionStats(core))
+            side += selection
+            all_selection += selection
+        side_episodes = pooled.setdefault(target.scope, ([], []))
+        side_episodes[0].append(sampled)
+        side_episodes[1].append(greedy)
     for scope, (sampled_list, greedy_list) in pooled.items():
         stats = episode_stats(_concat(sampled_list), _concat(greedy_list))
         metrics.update({f"eval/{scope}/{k}": v for k, v in stats.items()})
-    if all_activity is not None:
-        metrics.update(all_activity.metrics())
+    for scope, side in side_selection.items():
+        metrics.update(side.metrics(f"eval/{scope}"))
+    if all_selection is not None:
+        metrics.update(all_selection.metrics("eval"))
     return metrics

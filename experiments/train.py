@@ -8,7 +8,8 @@ Examples::
     rims-rl-train resume=outputs/2026-11-26/09-30-00                   # continue a killed run
 
 The run directory (Hydra's output directory) gets ``metrics.jsonl``, ``run_info.json``, ``checkpoints/``,
-``.hydra/`` and, unless ``logger.wandb.mode=disabled``, ``wandb/``. A resumed run keeps writing to its own
+``.hydra/``, unless ``logger.wandb.mode=disabled`` ``wandb/``, and for a core that reports its active units
+``selection/`` and ``selection_raster.png`` (:mod:`experiments.selection`). A resumed run keeps writing to its own
 directory with its saved config (other overrides are ignored); the resume command's Hydra directory only holds
 its log.
 """
@@ -36,6 +37,7 @@ from tqdm import tqdm
 from experiments.builders import (
     build_agent,
     build_eval_targets,
+    build_selection_envs,
     build_train_env,
     eval_seed_of,
     load_agent,
@@ -49,7 +51,7 @@ from experiments.checkpoint import (
     set_rng_states,
 )
 from experiments.config import CONFIG_DIR, ConfigError, RunSpec, build_spec, check_command_line, derive_seed, fail
-from experiments.eval_loop import EvalTarget, evaluate
+from experiments.eval_loop import EvalTarget, evaluate, reports_units
 from experiments.metrics import (
     METRICS_FILE,
     RUN_INFO_FILE,
@@ -60,6 +62,7 @@ from experiments.metrics import (
     truncate_metrics,
 )
 from experiments.schema import TrainSchema
+from experiments.selection import RASTER_FILE, SELECTION_DIR, record_selection
 
 PROG = "rims-rl-train"
 
@@ -149,9 +152,10 @@ def train(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool = False)
         run_dir,
     )
 
-    # 6. Learn, evaluating and saving on schedule
+    # 6. Learn, evaluating and saving on schedule; then one episode's selection raster per side
     try:
         learn(model, spec, targets, metrics, run_dir, eval_seed_of(cfg.seed))
+        record_rasters(model, spec, run_dir, cfg.seed)
     finally:
         metrics.close()
         env.close()
@@ -243,6 +247,28 @@ def learn(
         bar.close()
 
 
+def record_rasters(model: BaseAlgorithm, spec: RunSpec, run_dir: Path, seed: int) -> None:
+    """For a core that reports its active units: one episode's selection raster on the split's first train env
+    and first held-out env (:mod:`experiments.selection`), sampled actions, the evaluation seed.
+
+    :param model: the trained agent
+    :param spec: the run's spec
+    :param run_dir: where ``selection/`` and ``selection_raster.png`` go
+    :param seed: the run seed
+    """
+    if not reports_units(getattr(model.policy, "core", None)):
+        return
+    eval_seed = eval_seed_of(seed)
+    selection_envs = build_selection_envs(spec, eval_seed)
+    try:
+        title = f"{spec.label} on {spec.split.name}, seed {seed}: active units per step (one episode)"
+        paths = record_selection(model, selection_envs, eval_seed, run_dir, title)
+    finally:
+        for _, _, env in selection_envs:
+            env.close()
+    log.info("selection raster: %s", paths[-1])
+
+
 def write_run_info(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool) -> dict[str, Any]:
     """Write (or, on resume, re-read the W&B id and group from) ``run_info.json``."""
     path = run_dir / RUN_INFO_FILE
@@ -268,11 +294,13 @@ def write_run_info(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool
 
 def _clear_previous_run(run_dir: Path) -> None:
     """A new run in the directory of an earlier one (a rerun of a fixed sweep dir) replaces its metrics,
-    checkpoints and W&B files, so that the two are never mixed; ``resume=`` is the way to continue a run instead.
+    checkpoints, selection rasters and W&B files, so that the two are never mixed; ``resume=`` is the way to
+    continue a run instead.
     """
-    previous = [path for path in (run_dir / METRICS_FILE, run_dir / CHECKPOINT_DIR, run_dir / "wandb") if path.exists()]
+    names = (METRICS_FILE, CHECKPOINT_DIR, SELECTION_DIR, RASTER_FILE, "wandb")
+    previous = [run_dir / name for name in names if (run_dir / name).exists()]
     if previous:
-        log.warning("%s holds an earlier run: replacing its metrics, checkpoints and W&B files", run_dir)
+        log.warning("%s holds an earlier run: replacing its metrics, checkpoints, rasters and W&B files", run_dir)
     for path in previous:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 

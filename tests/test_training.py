@@ -8,17 +8,19 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from helpers import HELDOUT, REPO, Run, check_no_duplicates, keys_by_frames, ok, wandb_bytes
 
 import experiments.builders
 import experiments.checkpoint
 import experiments.eval_loop
 import experiments.metrics
-from experiments.eval_loop import STATS, run_episodes
+from experiments.eval_loop import STATS, EvalTarget, evaluate, run_episodes
 from experiments.metrics import read_metrics, truncate_metrics
 
 
@@ -80,6 +82,71 @@ def test_run_episodes_counts_exactly_m_episodes_without_favouring_short_ones() -
     assert model.starts[0].all()  # the first step starts every episode
 
 
+class _Core:
+    """A fake core that reports units: ``last_active`` ``(1, B, L, U)``."""
+
+    last_active: torch.Tensor | None = None
+
+
+class _ScriptedSelectionModel:
+    """A fake recurrent model whose core (one layer, three units) has unit set ``0, 1`` or ``1, 2`` active: it
+    flips a sub-env's set at every step, or (``flip_at_starts``) only when the sub-env's episode starts."""
+
+    def __init__(self, flip_at_starts: bool) -> None:
+        self.flip_at_starts = flip_at_starts
+        self.policy = SimpleNamespace(core=_Core())
+        self.flips: np.ndarray | None = None
+
+    def predict(self, obs: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False) -> Any:
+        flip = np.asarray(episode_start, dtype=bool) if self.flip_at_starts else np.ones(len(obs), dtype=bool)
+        self.flips = flip.astype(int) if self.flips is None else self.flips + flip
+        sets = np.array([[True, True, False], [False, True, True]])
+        self.policy.core.last_active = torch.as_tensor(sets[self.flips % 2])[None, :, None]  # (1, B, 1, 3)
+        return np.zeros(len(obs), dtype=int), state
+
+
+@pytest.mark.parametrize(("flip_at_starts", "switch_rate"), [(False, 1.0), (True, 0.0)])
+def test_switch_rate_counts_changes_within_episodes_and_not_at_resets(flip_at_starts: bool, switch_rate: float) -> None:
+    """Sub-env i plays episodes of i + 1 steps, two counted each (6 episodes over 3 sub-envs). Either sets
+    alternate at every step (every pair within an episode switches) or change only where an episode starts
+    (a reset is not a switch); either way each set is active on 6 of the 12 counted steps: 1 bit."""
+    model = _ScriptedSelectionModel(flip_at_starts)
+    metrics = evaluate(model, [EvalTarget("train", "A", "A", _FixedLengthEnv(3))], n_episodes=6, seed=0)  # type: ignore[list-item]
+    for scope in ("A", "train"):
+        assert metrics[f"eval/{scope}/switch_rate"] == switch_rate
+        assert metrics[f"eval/{scope}/selection_entropy"] == pytest.approx(1.0)
+        activity = [metrics[f"eval/{scope}/unit_activity/l0_u{u}"] for u in range(3)]
+        assert activity == [0.5, 1.0, 0.5]
+    assert metrics["eval/switch_rate"] == switch_rate
+
+
+def test_a_fixed_set_has_no_switches_and_no_entropy() -> None:
+    core = _Core()
+    stats = experiments.eval_loop.SelectionStats(core)
+    for t in range(5):
+        core.last_active = torch.tensor([[[[True, False, True, False]], [[False, True, True, False]]]])  # (1, 2, 1, 4)
+        stats.update(np.array([True, True]), np.array([t == 0, t == 3]))
+    metrics = stats.metrics("eval/x")
+    # Two samples, two episodes of sample 1: 4 + 3 pairs; sample 0 always has {0, 2}, sample 1 {1, 2}.
+    assert stats.switches == experiments.eval_loop.Switches(0, 7)
+    assert metrics["eval/x/switch_rate"] == 0.0
+    assert metrics["eval/x/selection_entropy"] == pytest.approx(1.0)  # two fixed sets, equally often
+    one = experiments.eval_loop.SelectionStats(core)
+    one.update(np.array([True, False]), np.array([True, True]))
+    assert one.metrics("eval/y")["eval/y/selection_entropy"] == 0.0  # one set only
+    assert "eval/y/switch_rate" not in one.metrics("eval/y")  # no pair of steps yet
+
+
+def test_set_entropy_is_the_entropy_of_the_active_sets_per_layer() -> None:
+    from collections import Counter
+
+    uniform = Counter({(0, b"a"): 2, (0, b"b"): 2, (0, b"c"): 2})
+    assert experiments.eval_loop.set_entropy(uniform) == pytest.approx(np.log2(3))
+    skewed = Counter({(0, b"a"): 3, (0, b"b"): 1, (1, b"a"): 4})
+    expected = -(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25)) / 2  # layer 1 has one set: 0 bits
+    assert experiments.eval_loop.set_entropy(skewed) == pytest.approx(expected)
+
+
 def test_eval_targets_qualify_an_env_id_on_both_sides_and_use_each_sides_levels() -> None:
     from envs import Split
 
@@ -123,15 +190,31 @@ def test_tiny_run_logs_train_and_heldout_metrics(
     assert [row["frames"] for row in evals] == [128, 256]
     assert rows[-1]["frames"] == 256
     activity = {k for k in keys if "unit_activity/" in k}
+    selection = {k for k in keys if k.endswith(("/switch_rate", "/selection_entropy"))}
     if model == "rim":
         names = [f"l0_u{u}" for u in range(3)]
-        per_env = {f"eval/{env}/unit_activity/{n}" for env in ["MiniGrid-Empty-5x5-v0", *HELDOUT] for n in names}
-        assert activity == {f"eval/unit_activity/{n}" for n in names} | per_env
+        prefixes = ["eval", *[f"eval/{scope}" for scope in scopes]]
+        assert activity == {f"{prefix}/unit_activity/{n}" for prefix in prefixes for n in names}
         assert all(0.0 <= evals[-1][k] <= 1.0 for k in activity)
         # k=2 of 3 units are active at every step, so the fractions of one env sum to 2.
         assert sum(evals[-1][f"eval/{HELDOUT[0]}/unit_activity/{n}"] for n in names) == pytest.approx(2.0)
+        assert selection == {f"{prefix}/{stat}" for prefix in prefixes for stat in ("switch_rate", "selection_entropy")}
+        assert all(0.0 <= evals[-1][f"{prefix}/switch_rate"] <= 1.0 for prefix in prefixes)
+        assert all(0.0 <= evals[-1][f"{prefix}/selection_entropy"] <= np.log2(3) for prefix in prefixes)
+        # One episode's raster on the first train and the first held-out env.
+        assert sorted(p.name for p in (run_dir / "selection").iterdir()) == [
+            "MiniGrid-Empty-5x5-v0.json",
+            f"{HELDOUT[0]}.json",
+        ]
+        episode = json.loads((run_dir / "selection" / f"{HELDOUT[0]}.json").read_text())
+        assert episode["scope"] == "heldout" and np.array(episode["active"]).sum(axis=-1).tolist() == [
+            [2] for _ in episode["active"]
+        ]
+        assert episode["events"][-1] == {"step": len(episode["active"]) - 1, "event": "end"}
+        assert (run_dir / "selection_raster.png").stat().st_size > 1000
     else:
-        assert not activity
+        assert not activity and not selection
+        assert not (run_dir / "selection").exists() and not (run_dir / "selection_raster.png").exists()
 
     info = json.loads((run_dir / "run_info.json").read_text())
     label = {"lstm": "lstm8", "gru": "gru8", "rim": "rim12_u3_k2"}[model]
