@@ -8,6 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from experiments.selection import Event, SelectionEpisode, save_episode
+
 TRAIN = ["MiniGrid-Empty-5x5-v0"]
 HELDOUT = ["MiniGrid-Empty-6x6-v0", "MiniGrid-Empty-16x16-v0"]
 STATS = ("return_mean", "success_rate", "greedy_return_mean", "greedy_success_rate")
@@ -30,9 +34,14 @@ def write_run(
     wandb_id: str | None = None,
     agent: str = "ppo",
     units: int = 0,
+    switch_rate: float | None = None,
+    raster: bool = False,
 ) -> None:
     """A run directory in the runner's format: SB3 rows between eval rows, every eval key of the contract, and with
-    ``units`` the unit activity a core with ``last_active`` logs (unit ``u`` active a fraction ``u / units``)."""
+    ``units`` the unit activity a core with ``last_active`` logs (unit ``u`` active a fraction ``u / units``), with
+    ``switch_rate`` also its switch rate (that value on every scope; the set entropy is ``2 * switch_rate``), and
+    with ``raster`` a recorded episode per side (``selection/``; unit ``u`` active at steps ``t`` with
+    ``(t + u) % units == 0``, a key picked up at step 1, the end at step 5)."""
     path.mkdir(parents=True)
     info = {
         "split": split,
@@ -55,8 +64,15 @@ def write_run(
                 row[f"eval/{scope}/{stat}"] = score_of(model, seed, frames, scope, stat)
         for prefix in ["eval/", *[f"eval/{env}/" for env in [*TRAIN, *HELDOUT]]] if units else []:
             row.update({f"{prefix}unit_activity/l0_u{u}": u / units for u in range(units)})
+        scopes = ["train", "heldout", *TRAIN, *HELDOUT]
+        for prefix in ["eval/", *[f"eval/{scope}/" for scope in scopes]] if switch_rate is not None else []:
+            row.update({f"{prefix}switch_rate": switch_rate, f"{prefix}selection_entropy": 2 * switch_rate})
         rows.append(row)
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for env, scope in [(TRAIN[0], "train"), (HELDOUT[0], "heldout")] if raster else []:
+        active = np.array([[[(t + u) % units == 0 for u in range(units)]] for t in range(6)])  # (T, L, U)
+        events = [Event(1, "key"), Event(5, "end")]
+        save_episode(path / "selection" / f"{env}.json", SelectionEpisode(env, scope, active, events, 0.0))
 
 
 def write_sweep(root: Path, seeds: int = 2, wandb: bool = False) -> Path:

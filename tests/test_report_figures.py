@@ -63,6 +63,41 @@ def test_markdown_embeds_the_figures_drawn_and_only_those(tmp_path: Path) -> Non
     )
     for md in (with_md, without_md):
         assert md.index("(empty_return.png)") < md.index("(empty_success.png)") < md.index("### Final")
+    # Neither recorded rasters; only the run with units has a selection table (its switch rates "not logged").
+    assert "selection_raster" not in with_md + without_md
+    assert (
+        "### Unit selection" not in without_md
+        and not (tmp_path / "without" / "report" / "empty_selection.csv").exists()
+    )
+    assert "| `mycore64_u4_k2` | not logged | not logged | not logged | not logged | not logged |" in with_md
+
+
+def test_the_report_flags_static_selection_and_embeds_the_rasters(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "0", "lstm64", 0, [100, 200])
+    write_run(sweep / "1", "rim64_u4_k3", 0, [100, 200], units=4, switch_rate=0.0, raster=True)
+    write_run(sweep / "2", "rim64_u4_k3", 1, [100, 200], units=4, switch_rate=0.3, raster=True)
+    write_run(sweep / "3", "rim64_u4_k3", 2, [100, 200], units=4, switch_rate=0.005)
+    write_run(sweep / "4", "rim64_u4_k3", 3, [100, 200], units=4)  # from before switch rates were logged
+    write_run(sweep / "5", "rim32_u4_k2", 0, [100, 200], units=4)
+    experiments.report.main([str(sweep), "--reps", REPS])
+    out = sweep / "report"
+    md = (out / "report.md").read_text()
+    rows = {row["model"]: row for row in read_csv(out / "empty_selection.csv")}
+    assert set(rows) == {"rim64_u4_k3", "rim32_u4_k2"}  # the LSTM reports no units
+    rim = rows["rim64_u4_k3"]
+    assert (rim["static_runs"], rim["logged_runs"], rim["runs"]) == ("2", "3", "4")  # switch rates 0 and 0.005
+    assert float(rim["heldout_switch_rate_mean"]) == pytest.approx(0.305 / 3)
+    assert float(rim["train_selection_entropy_mean"]) == pytest.approx(0.61 / 3)
+    assert (rows["rim32_u4_k2"]["train_switch_rate_mean"], rows["rim32_u4_k2"]["logged_runs"]) == ("", "0")
+    assert "| `rim64_u4_k3` | 0.102 | 0.102 | 0.203 | 0.203 | 2/3 (1 not logged) |" in md
+    assert "| `rim32_u4_k2` | not logged | not logged | not logged | not logged | not logged |" in md
+    assert "Static selection: `rim64_u4_k3` seed 0, `rim64_u4_k3` seed 2." in md
+    flags = [line.split(" | ")[5] for line in md.splitlines() if line.startswith("| `rim64_u4_k3` | ppo |")]
+    assert flags == ["**static selection**", "dynamic", "**static selection**", "not logged"]
+    # The first seed's raster of each model that recorded one.
+    assert "![empty selection rasters](empty_selection_raster.png)" in md
+    assert (out / "empty_selection_raster.png").stat().st_size > 1000
 
 
 def test_a_figure_added_to_the_list_is_drawn_and_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,7 @@ except ImportError as err:  # a dependency of the package; say how to get it bac
 from experiments.report.options import STAT_NAMES, Options, panels
 from experiments.report.runs import HELDOUT, TRAIN, Run, env_scope, short_env, split_envs
 from experiments.report.stats import mean_curve
+from experiments.selection import draw_raster, load_episodes, panel_title
 
 #: ``draw(split, groups, opts)``: the figure of a split (``groups``: model label -> runs), or ``None`` when it has
 #: nothing to show.
@@ -169,9 +170,50 @@ def _last_activity(run: Run) -> dict[str, Any]:
     return next((row for row in reversed(run.rows) if any(k.startswith("eval/unit_activity/") for k in row)), {})
 
 
+def selection_raster(split: str, groups: dict[str, list[Run]], opts: Options) -> MplFigure | None:
+    """One episode's selection raster (:mod:`experiments.selection`) for the first seed of each model that recorded
+    one (runs of cores that report units): one row per model, one column per recorded env (train first), units x
+    steps, active in colour, the episode's events as vertical lines.
+
+    :param split: the split's name
+    :param groups: label -> runs
+    :param opts: report options (unused: a raster has no score to pick)
+    :return: the figure, or ``None`` when no run recorded an episode
+    """
+    shown = []
+    for label, group in groups.items():
+        recorded = [(run, episodes) for run in group if (episodes := load_episodes(run.path))]
+        if recorded:
+            shown.append((label, *recorded[0]))
+    if not shown:
+        return None
+    cols = max(len(episodes) for _, _, episodes in shown)
+    units = [max(e.active.shape[1] * e.active.shape[2] for e in episodes) for _, _, episodes in shown]
+    steps = max(e.active.shape[0] for _, _, episodes in shown for e in episodes)
+    heights = [1.4 + 0.22 * u for u in units]
+    fig, axes = plt.subplots(
+        len(shown),
+        cols,
+        figsize=(cols * min(9.0, 3.0 + 0.04 * steps), sum(heights)),
+        squeeze=False,
+        height_ratios=heights,
+        layout="constrained",
+    )
+    for row, (label, run, episodes) in zip(axes, shown, strict=True):
+        for ax, episode in zip(row, episodes, strict=False):
+            draw_raster(ax, episode, f"{label}, seed {run.seed}\n{panel_title(episode)}")
+        for ax in row[len(episodes) :]:
+            ax.set_visible(False)
+    fig.suptitle(
+        f"{split}: active units per step of one episode (sampled actions), first seed of each model", fontsize=10
+    )
+    return fig
+
+
 #: The figures of every split, in the order the Markdown shows them.
 FIGURES: list[Figure] = [
     Figure("return", STAT_NAMES["return"], curves("return")),
     Figure("success", STAT_NAMES["success"], curves("success")),
     Figure("unit_activity", "unit activity", unit_activity),
+    Figure("selection_raster", "selection rasters", selection_raster),
 ]

@@ -1,5 +1,5 @@
 """The Markdown of a report (``report.md``): the settings, then per split the figures it drew, the final-score
-tables, published numbers beside ours, the probability of improvement and the runs."""
+tables, published numbers beside ours, the probability of improvement, the unit selection and the runs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from experiments.report.options import STAT_NAMES, Options
 from experiments.report.runs import HELDOUT, TRAIN, short_env, split_envs
 from experiments.report.split import SplitReport
 from experiments.report.stats import Estimate
-from experiments.report.tables import FinalRow
+from experiments.report.tables import STATIC_SWITCH_RATE, FinalRow, SelectionRow, static_selection
 
 
 def _fmt(value: float | None) -> str:
@@ -57,6 +57,7 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
     for rep in reports:
         runs = [run for group in rep.groups.values() for run in group]
         train, heldout = split_envs(runs)
+        selected = {row.model for row in rep.selection}
         lines += [
             f"## Split `{rep.split}`",
             "",
@@ -109,9 +110,11 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
             )
         else:
             lines += [f"No comparison: this split needs a model with core `{opts.baseline}` and another model.", ""]
+        if rep.selection:
+            lines += _selection_section(rep)
         lines += ["### Runs", ""]
         lines += _md_table(
-            ["model", "agent", "seed", "frames (last eval)", "total frames", "W&B id", "run dir"],
+            ["model", "agent", "seed", "frames (last eval)", "total frames", "selection", "W&B id", "run dir"],
             [
                 [
                     f"`{label}`",
@@ -119,6 +122,7 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
                     str(run.seed),
                     str(run.last_eval_frames),
                     str(run.info.get("total_frames", "—")),
+                    _SELECTION_FLAGS[static_selection(run)] if label in selected else "—",
                     str(run.info.get("wandb_id") or "—"),
                     f"`{_rel(run.path, out)}`",
                 ]
@@ -128,6 +132,65 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
         )
         lines += [f"Tables as CSV: {', '.join(f'[{p.name}]({p.name})' for p in rep.tables)}.", ""]
     return "\n".join(lines)
+
+
+#: The Runs table's selection cell of a run of a model that reports units, by :func:`static_selection`.
+_SELECTION_FLAGS = {True: "**static selection**", False: "dynamic", None: "not logged"}
+
+
+def _selection_section(rep: SplitReport) -> list[str]:
+    """The unit-selection table of the models whose cores report units, and the runs flagged static."""
+    lines = [
+        "### Unit selection",
+        "",
+        "Models whose cores report their active units. Switch rate: the fraction of consecutive steps within an "
+        "episode at which a layer's active set changes (a reset is not a switch); set entropy: the entropy in bits "
+        "of the distribution of active sets over the evaluation steps (0: one fixed set), per layer, averaged over "
+        "layers. Both at each run's last evaluation (sampled and greedy episodes), mean over the runs that logged "
+        f"them. A run whose switch rate is below {STATIC_SWITCH_RATE:.0%} on both the train and the held-out envs "
+        'is flagged "static selection". Runs from before these were logged: "not logged".',
+        "",
+    ]
+    lines += _md_table(
+        [
+            "model",
+            "train switch rate",
+            "held-out switch rate",
+            "train set entropy (bits)",
+            "held-out set entropy (bits)",
+            "static runs",
+        ],
+        [
+            [
+                f"`{row.model}`",
+                *[
+                    _logged(row, row.means[scope, stat])
+                    for stat in ("switch_rate", "selection_entropy")
+                    for scope in (TRAIN, HELDOUT)
+                ],
+                _static_share(row),
+            ]
+            for row in rep.selection
+        ],
+    )
+    static = [
+        f"`{label}` seed {run.seed}" for label, group in rep.groups.items() for run in group if static_selection(run)
+    ]
+    if static:
+        lines += [f"Static selection: {', '.join(static)}.", ""]
+    return lines
+
+
+def _logged(row: SelectionRow, value: float) -> str:
+    return "not logged" if row.logged == 0 else _fmt(value)
+
+
+def _static_share(row: SelectionRow) -> str:
+    """``"2/3"``, ``"1/2 (1 not logged)"`` or ``"not logged"``."""
+    if row.logged == 0:
+        return "not logged"
+    missing = row.runs - row.logged
+    return f"{row.static}/{row.logged}" + (f" ({missing} not logged)" if missing else "")
 
 
 def _published_section(ref: Published, rep: SplitReport, by: dict[tuple[str, str], FinalRow]) -> list[str]:

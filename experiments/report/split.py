@@ -9,7 +9,15 @@ from typing import NamedTuple
 from experiments.report.figures import Drawn, draw_figures
 from experiments.report.options import Options
 from experiments.report.runs import Run, label_runs
-from experiments.report.tables import FinalRow, Improvement, final_table, improvement_table, write_tables
+from experiments.report.tables import (
+    FinalRow,
+    Improvement,
+    SelectionRow,
+    final_table,
+    improvement_table,
+    selection_table,
+    write_tables,
+)
 
 
 class SplitReport(NamedTuple):
@@ -19,6 +27,7 @@ class SplitReport(NamedTuple):
     :param groups: model label -> runs
     :param final: the final-score table
     :param improvement: the probability-of-improvement table
+    :param selection: the unit-selection table (models whose cores report units)
     :param figures: the figures drawn, in :data:`~experiments.report.figures.FIGURES` order
     :param tables: the CSV files
     """
@@ -27,6 +36,7 @@ class SplitReport(NamedTuple):
     groups: dict[str, list[Run]]
     final: list[FinalRow]
     improvement: list[Improvement]
+    selection: list[SelectionRow]
     figures: list[Drawn]
     tables: list[Path]
 
@@ -43,4 +53,6 @@ def report_split(split: str, runs: Sequence[Run], opts: Options, out: Path) -> S
     figures = draw_figures(split, groups, opts, out)
     final = final_table(split, groups, opts)
     improvement = improvement_table(groups, opts)
-    return SplitReport(split, groups, final, improvement, figures, write_tables(split, final, improvement, out))
+    selection = selection_table(groups)
+    tables = write_tables(split, final, improvement, selection, out)
+    return SplitReport(split, groups, final, improvement, selection, figures, tables)

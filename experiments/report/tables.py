@@ -1,5 +1,6 @@
 """The tables of a report: final scores per model and scope (IQM with a 95% CI, mean, std), the probability that
-each model beats the baseline on the held-out envs, and their CSV files."""
+each model beats the baseline on the held-out envs, the unit selection of the models whose cores report their
+active units (switch rate, set entropy, static runs), and their CSV files."""
 
 from __future__ import annotations
 
@@ -131,6 +132,68 @@ def improvement_table(groups: dict[str, list[Run]], opts: Options) -> list[Impro
     return rows
 
 
+#: A run whose switch rate at its last evaluation is below this on the train and on the held-out envs has a
+#: "static selection" (:func:`static_selection`).
+STATIC_SWITCH_RATE = 0.01
+#: The selection statistics of :mod:`experiments.eval_loop` the selection table reports.
+SELECTION_STATS = ("switch_rate", "selection_entropy")
+
+
+def logs_units(run: Run) -> bool:
+    """Whether a run's core reported its active units (it logged unit activity or switch rates)."""
+    return any(k.startswith("eval/unit_activity/") or k == "eval/switch_rate" for row in run.rows for k in row)
+
+
+def static_selection(run: Run) -> bool | None:
+    """:return: whether the run's switch rate at its last evaluation is below :data:`STATIC_SWITCH_RATE` on both the
+    train and the held-out envs, or ``None`` when it did not log switch rates (a run from before they were
+    logged, or a core that does not report units)
+    """
+    rates = [run.final(f"eval/{scope}/switch_rate") for scope in (TRAIN, HELDOUT)]
+    if any(np.isnan(rates)):
+        return None
+    return all(rate < STATIC_SWITCH_RATE for rate in rates)
+
+
+class SelectionRow(NamedTuple):
+    """The unit selection of one model whose core reports its active units, at each run's last evaluation.
+
+    :param model: model label
+    :param runs: its runs
+    :param logged: the runs that logged switch rates (older runs did not)
+    :param means: ``(scope, stat) -> mean over the logged runs`` for scope ``train``, ``heldout`` and stat in
+        :data:`SELECTION_STATS`
+    :param static: the logged runs with a static selection (:func:`static_selection`)
+    """
+
+    model: str
+    runs: int
+    logged: int
+    means: dict[tuple[str, str], float]
+    static: int
+
+
+def selection_table(groups: dict[str, list[Run]]) -> list[SelectionRow]:
+    """The selection of every model that has a run whose core reports units (models without any are left out).
+
+    :param groups: label -> runs
+    :return: one row per such model, in label order
+    """
+    rows = []
+    for label, group in groups.items():
+        shown = [run for run in group if logs_units(run)]
+        if not shown:
+            continue
+        logged = [run for run in shown if static_selection(run) is not None]
+        means = {
+            (scope, stat): float(np.mean([run.final(f"eval/{scope}/{stat}") for run in logged])) if logged else np.nan
+            for scope in (TRAIN, HELDOUT)
+            for stat in SELECTION_STATS
+        }
+        rows.append(SelectionRow(label, len(shown), len(logged), means, sum(bool(static_selection(r)) for r in logged)))
+    return rows
+
+
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
     """Write a CSV file with a header row."""
     with open(path, "w", newline="", encoding="utf-8") as f:
@@ -142,6 +205,13 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
 
 FINAL_HEADER = ("model", "scope", "stat", "iqm", "iqm_low", "iqm_high", "mean", "std", "n_seeds", "published")
 IMPROVEMENT_HEADER = ("x", "y", "stat", "probability", "low", "high", "n_min", "heldout_envs")
+SELECTION_HEADER = (
+    "model",
+    *[f"{scope}_{stat}_mean" for scope in (TRAIN, HELDOUT) for stat in SELECTION_STATS],
+    "static_runs",
+    "logged_runs",
+    "runs",
+)
 
 
 def final_records(rows: Iterable[FinalRow]) -> list[tuple[Any, ...]]:
@@ -156,12 +226,41 @@ def improvement_records(rows: Iterable[Improvement]) -> list[tuple[Any, ...]]:
     return [(r.x, r.y, r.stat, r.estimate.value, r.estimate.low, r.estimate.high, r.estimate.n, r.tasks) for r in rows]
 
 
-def write_tables(split: str, final: Sequence[FinalRow], improvement: Sequence[Improvement], out: Path) -> list[Path]:
-    """Write ``<split>_final.csv`` and ``<split>_improvement.csv``.
+def selection_records(rows: Iterable[SelectionRow]) -> list[tuple[Any, ...]]:
+    """:return: the rows as :data:`SELECTION_HEADER` tuples (for the CSV file and W&B); means of models with no
+    logged run are ``None`` (empty in the CSV file)"""
+    return [
+        (
+            r.model,
+            *[
+                None if np.isnan(r.means[scope, stat]) else r.means[scope, stat]
+                for scope in (TRAIN, HELDOUT)
+                for stat in SELECTION_STATS
+            ],
+            r.static,
+            r.logged,
+            r.runs,
+        )
+        for r in rows
+    ]
+
+
+def write_tables(
+    split: str,
+    final: Sequence[FinalRow],
+    improvement: Sequence[Improvement],
+    selection: Sequence[SelectionRow],
+    out: Path,
+) -> list[Path]:
+    """Write ``<split>_final.csv``, ``<split>_improvement.csv`` and, when a model reports units,
+    ``<split>_selection.csv``.
 
     :return: the written files
     """
-    return [
+    paths = [
         write_csv(out / f"{split}_final.csv", FINAL_HEADER, final_records(final)),
         write_csv(out / f"{split}_improvement.csv", IMPROVEMENT_HEADER, improvement_records(improvement)),
     ]
+    if selection:
+        paths.append(write_csv(out / f"{split}_selection.csv", SELECTION_HEADER, selection_records(selection)))
+    return paths

@@ -10,7 +10,14 @@ from typing import Any
 
 from experiments.report.runs import PROG, Run
 from experiments.report.split import SplitReport
-from experiments.report.tables import FINAL_HEADER, IMPROVEMENT_HEADER, final_records, improvement_records
+from experiments.report.tables import (
+    FINAL_HEADER,
+    IMPROVEMENT_HEADER,
+    SELECTION_HEADER,
+    final_records,
+    improvement_records,
+    selection_records,
+)
 
 
 def log_wandb(runs: Sequence[Run], reports: Sequence[SplitReport], out: Path, project: str) -> str | None:
@@ -51,6 +58,10 @@ def log_wandb(runs: Sequence[Run], reports: Sequence[SplitReport], out: Path, pr
         logged[f"report/{rep.split}_improvement"] = wandb.Table(
             columns=list(IMPROVEMENT_HEADER), data=[list(row) for row in improvement_records(rep.improvement)]
         )
+        if rep.selection:
+            logged[f"report/{rep.split}_selection"] = wandb.Table(
+                columns=list(SELECTION_HEADER), data=[list(row) for row in selection_records(rep.selection)]
+            )
     wb.log(logged)
     run_id = str(wb.id)
     wb.finish()
