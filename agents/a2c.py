@@ -42,7 +42,7 @@ class RecurrentA2C(RecurrentPPO):
     :param kwargs: further :class:`~agents.ppo.RecurrentPPO` arguments (``policy_kwargs``, ``seed``, ...), among
         them torch-ac's protocol options ``bootstrap_truncated``, ``clip_range_vf`` (inactive with one epoch: the
         values equal the old ones), ``refresh_chunk_states`` and ``shift_chunks`` (with ``sequence_length <
-        n_steps``).
+        n_steps``), and ``policy_train_mode`` (rollout and update in ``train()`` mode, so a core's dropout acts).
     """
 
     def __init__(

@@ -8,10 +8,15 @@ Python loop for LSTM/GRU cores.
 Chunk start rule: each chunk starts from the state the rollout policy had before the chunk's first step (the
 policy of the rollout, as in sb3-contrib's RecurrentPPO and CleanRL). States are not refreshed between epochs,
 unless ``refresh_chunk_states`` is set (torch-ac's protocol, see :class:`RecurrentPPO`).
+
+Training mode: rollouts and updates run the policy in ``eval()`` (dropout off), so that the update recomputes
+exactly the rollout's log-probabilities; ``policy_train_mode=True`` runs both in ``train()``, as torch-ac, where a
+core's dropout then acts (:meth:`RecurrentActorCriticPolicy.predict` always runs in ``eval()``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +49,8 @@ SelfRecurrentPPO = TypeVar("SelfRecurrentPPO", bound="RecurrentPPO")
 @contextmanager
 def _native_rnn_kernels(device: th.device) -> Iterator[None]:
     """On CUDA, switch cuDNN off for the block: its RNN backward refuses eval mode ("cudnn RNN backward can only be
-    called in training mode", seen on an H200), and the update runs in eval mode; PyTorch's own kernels do not."""
+    called in training mode", seen on an H200), and the update runs in eval mode unless ``policy_train_mode``;
+    PyTorch's own kernels do not."""
     enabled = th.backends.cudnn.enabled
     th.backends.cudnn.enabled = enabled and device.type != "cuda"
     try:
@@ -80,6 +86,20 @@ def clipped_value_loss(
     value_loss_unclipped = (values - returns) ** 2
     value_loss_clipped = (values_clipped - returns) ** 2
     return th.max(value_loss_unclipped, value_loss_clipped).mean()
+
+
+def _warn_inactive_dropout(policy: RecurrentActorCriticPolicy) -> None:
+    """Warn (one line) when a core has a ``dropout`` attribute above 0 (:class:`rims_rl.RIM`, ``nn.LSTM``,
+    ``nn.GRU`` have one) that eval-mode rollouts and updates switch off (``policy_train_mode=False``)."""
+    cores = [core for core in (policy.core, policy.critic_core) if core is not None]
+    dropout = max((float(getattr(core, "dropout", 0.0) or 0.0) for core in cores), default=0.0)
+    if dropout > 0:
+        warnings.warn(
+            f"core dropout={dropout:g} has no effect: rollouts and updates run in eval mode; set "
+            "policy_train_mode=True to train with dropout as torch-ac does",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class RecurrentPPO(OnPolicyAlgorithm):
@@ -125,6 +145,13 @@ class RecurrentPPO(OnPolicyAlgorithm):
         chunks ``sequence_length // 2`` steps later and drop each env's last chunk, which would cross the rollout's
         end (torch-ac 1.4, ``PPOAlgo._get_batches_starting_indexes``); needs an even ``sequence_length``. States are
         then kept every ``sequence_length // 2`` steps.
+    :param policy_train_mode: run rollout collection and the update with the policy in ``train()`` mode (SB3's
+        ``policy.set_training_mode(True)``), as torch-ac 1.4, which never calls ``eval()``: a core's ``dropout``
+        (:class:`rims_rl.RIM`'s attention dropout, ``nn.LSTM``'s between layers) then acts in RL. Caveat: with
+        dropout active the update does not reproduce the rollout's log-probabilities (each forward pass draws new
+        masks), so the PPO ratio does not start at 1 and ``approx_kl``/``clip_fraction`` are not 0 on the first
+        minibatch. ``False`` (default): both run in ``eval()``, dropout off, the ratio starts at 1; a core with
+        ``dropout > 0`` then gets a warning at construction. Evaluation (``predict``) always runs in ``eval()``.
     :param stats_window_size: episodes averaged in ``rollout/*`` logs.
     :param tensorboard_log: tensorboard log folder, or ``None``.
     :param policy_kwargs: policy constructor arguments.
@@ -164,6 +191,7 @@ class RecurrentPPO(OnPolicyAlgorithm):
         bootstrap_truncated: bool = True,
         refresh_chunk_states: bool = False,
         shift_chunks: bool = False,
+        policy_train_mode: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -198,6 +226,7 @@ class RecurrentPPO(OnPolicyAlgorithm):
         self.bootstrap_truncated = bootstrap_truncated
         self.refresh_chunk_states = refresh_chunk_states
         self.shift_chunks = shift_chunks
+        self.policy_train_mode = policy_train_mode
         super().__init__(
             policy,
             env,
@@ -219,6 +248,8 @@ class RecurrentPPO(OnPolicyAlgorithm):
             _init_setup_model=_init_setup_model,
             supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
+        if _init_setup_model and not policy_train_mode:  # at construction, not when load() rebuilds the model
+            _warn_inactive_dropout(self.policy)
 
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
@@ -253,7 +284,7 @@ class RecurrentPPO(OnPolicyAlgorithm):
         """Fill the buffer with ``n_rollout_steps`` steps per env, threading the recurrent state."""
         assert isinstance(rollout_buffer, RecurrentRolloutBuffer | RecurrentDictRolloutBuffer)
         assert self._last_obs is not None
-        self.policy.set_training_mode(False)
+        self.policy.set_training_mode(self.policy_train_mode)
         rollout_buffer.reset()
         callback.on_rollout_start()
         state = self._last_state
@@ -306,16 +337,17 @@ class RecurrentPPO(OnPolicyAlgorithm):
     def train(self) -> None:
         """Update the policy on the rollout: ``n_epochs`` passes over random minibatches of whole chunks.
 
-        The update runs the policy in the rollout's mode (``eval()``: dropout off), so that it recomputes exactly
-        the rollout's log-probabilities and the ratio starts at 1 (pitfalls: dropout on in only one of the two
-        makes them differ). On CUDA it runs without cuDNN, which has no RNN backward in eval mode.
+        The update runs the policy in the rollout's mode (``eval()``: dropout off, unless ``policy_train_mode``), so
+        that it recomputes exactly the rollout's log-probabilities and the ratio starts at 1 (pitfalls: dropout on
+        in only one of the two makes them differ; with ``policy_train_mode`` and dropout it is on in both, with
+        different masks). On CUDA it runs without cuDNN, which has no RNN backward in eval mode.
         """
         with _native_rnn_kernels(self.device):
             self._update()
 
     def _update(self) -> None:
         """The body of :meth:`train`."""
-        self.policy.set_training_mode(False)
+        self.policy.set_training_mode(self.policy_train_mode)
         self._update_learning_rate(self.policy.optimizer)
         clip_range = self._clip_schedule(self._current_progress_remaining) if self._clip_schedule else None
         clip_range_vf = self._clip_vf_schedule(self._current_progress_remaining) if self._clip_vf_schedule else None

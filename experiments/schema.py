@@ -277,6 +277,9 @@ class AgentSection:
     """Write the recurrent states recomputed in the update back as chunk start states, as torch-ac (PPO)."""
     shift_chunks: Any = field(default=MISSING, metadata=rule(_BOOL))
     """Start chunks ``sequence_length // 2`` later on every other epoch, as torch-ac (PPO)."""
+    policy_train_mode: Any = field(default=MISSING, metadata=rule(_BOOL))
+    """Collect rollouts and update with the policy in train mode, as torch-ac: a core's ``dropout`` acts (the update
+    then does not reproduce the rollout's log-probs exactly); false: eval mode, dropout off."""
     policy_kwargs: Any = field(default=MISSING, metadata=group(PolicySection))
     """Arguments of the policy."""
 

@@ -52,6 +52,7 @@ def fill_buffer(model: RecurrentPPO) -> None:
     assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
 
 
+@pytest.mark.filterwarnings("ignore:core dropout")  # eval mode on purpose
 @pytest.mark.parametrize("shared_core", [False, True])
 @pytest.mark.parametrize("core", list(CORES))
 def test_replaying_the_buffer_reproduces_rollout_log_probs_and_values(core, shared_core):
@@ -76,6 +77,7 @@ def test_replaying_the_buffer_reproduces_rollout_log_probs_and_values(core, shar
     assert n_rows == model.n_steps * model.n_envs
 
 
+@pytest.mark.filterwarnings("ignore:core dropout")  # eval mode on purpose
 def test_update_starts_with_ratio_one_even_with_dropout():
     model = ppo("rim", core_kwargs={**CORES["rim"], "dropout": 0.5}, n_epochs=1)
     model.set_logger(configure(None, []))
@@ -83,6 +85,78 @@ def test_update_starts_with_ratio_one_even_with_dropout():
     model.train()
     # approx_kl of the first (and only) epoch is computed before each step; the first minibatch sees ratio 1.
     assert model.logger.name_to_value["train/approx_kl"] < 1e-3
+
+
+class ModeSpy(BaseCallback):
+    """Records the actor core's ``training`` flag at every rollout step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.training: list[bool] = []
+
+    def _on_step(self) -> bool:
+        self.training.append(self.model.policy.core.training)
+        return True
+
+
+@pytest.mark.filterwarnings("ignore:core dropout")  # the option off: the warning has its own test
+@pytest.mark.parametrize("policy_train_mode", [False, True])
+def test_policy_train_mode_runs_rollouts_and_updates_in_train_mode(policy_train_mode, one_thread):
+    model = ppo("rim", core_kwargs={**CORES["rim"], "dropout": 0.5}, n_epochs=1, policy_train_mode=policy_train_mode)
+    model.set_logger(configure(None, []))
+    spy = ModeSpy()
+    _, callback = model._setup_learn(model.n_steps * model.n_envs, spy)
+    callback.on_training_start(locals(), globals())
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    assert spy.training and set(spy.training) == {policy_train_mode}
+    # Replayed in the option's mode, the rollout's log-probs come back exactly only without active dropout (the
+    # caveat: with it, each pass draws new masks and the PPO ratio does not start at 1).
+    batch = next(model.rollout_buffer.get(model.batch_size))
+    model.policy.set_training_mode(policy_train_mode)
+    with th.no_grad():
+        _, log_prob, _ = model.policy.evaluate_actions(
+            batch.observations, batch.actions.long().flatten(), batch.states, batch.episode_starts
+        )
+    assert th.allclose(log_prob, batch.old_log_prob, atol=1e-5) is not policy_train_mode
+    # The update runs every forward pass in the same mode.
+    seen = []
+    hook = model.policy.core.register_forward_hook(lambda module, args, out: seen.append(module.training))
+    model.train()
+    hook.remove()
+    assert seen and set(seen) == {policy_train_mode}
+    # Evaluation stays in eval mode: predict() is deterministic with dropout in the core.
+    obs = model.env.reset()
+    greedy = [model.predict(obs, None, np.ones(model.n_envs, dtype=bool), deterministic=True)[1] for _ in range(2)]
+    map_state(np.testing.assert_array_equal, *greedy)
+    assert model.policy.core.training is False
+
+
+@pytest.mark.parametrize(
+    ("core_kwargs", "policy_train_mode", "warned"),
+    [
+        ({**CORES["rim"], "dropout": 0.1}, False, True),
+        ({**CORES["rim"], "dropout": 0.1}, True, False),
+        (CORES["rim"], False, False),
+    ],
+)
+def test_inactive_core_dropout_warns_once_at_construction(core_kwargs, policy_train_mode, warned, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = ppo("rim", core_kwargs=core_kwargs, policy_train_mode=policy_train_mode)
+        model.save(tmp_path / "model")
+        RecurrentPPO.load(tmp_path / "model")  # loading (e.g. to evaluate) does not warn again
+    messages = [str(w.message) for w in caught if "dropout" in str(w.message)]
+    expected = [
+        "core dropout=0.1 has no effect: rollouts and updates run in eval mode; set policy_train_mode=True to train "
+        "with dropout as torch-ac does"
+    ]
+    assert messages == (expected if warned else [])
+    lstm = dict(hidden_size=8, num_layers=2, dropout=0.2)  # nn.LSTM's own dropout attribute, on the critic's core too
+    with pytest.warns(UserWarning, match=r"core dropout=0\.2 has no effect") as record:
+        RecurrentA2C("MlpRecurrentPolicy", cartpole(), policy_kwargs=dict(core="lstm", core_kwargs=lstm))
+    assert len([w for w in record if "dropout" in str(w.message)]) == 1
 
 
 @pytest.mark.parametrize("shared_core", [False, True])
@@ -403,7 +477,7 @@ def test_protocol_options_off_leave_the_update_bit_identical(one_thread):
     # The defaults are today's protocol: explicit "off" values train to the very same parameters. (Checked
     # against the code before these options existed when they were added: bit-identical on lstm and rim.)
     off = dict(clip_range_vf=None, normalize_advantage=True, bootstrap_truncated=True)
-    off.update(refresh_chunk_states=False, shift_chunks=False)
+    off.update(refresh_chunk_states=False, shift_chunks=False, policy_train_mode=False)
     default = ppo("lstm").learn(128)  # built and trained one after the other: both seed torch's global RNG
     explicit = ppo("lstm", **off).learn(128)
     for (name, a), (_, b) in zip(
@@ -424,6 +498,7 @@ def test_protocol_options_off_leave_the_update_bit_identical(one_thread):
         bootstrap_truncated=False,
         refresh_chunk_states=True,
         shift_chunks=True,
-        policy_kwargs=dict(core="rim", core_kwargs=CORES["rim"], shared_core=True),
+        policy_train_mode=True,
+        policy_kwargs=dict(core="rim", core_kwargs={**CORES["rim"], "dropout": 0.1}, shared_core=True),
     ).learn(256)
     assert all(th.isfinite(p).all() for p in torch_ac.policy.parameters())

@@ -104,6 +104,7 @@ class NoSurface(nn.Module):
         (["model.core=byo_cores:NoCore"], ["'byo_cores'", "no attribute 'NoCore'"]),
         (["model.core=byo_cores:NoSurface"], ["lacks the core surface", "initial_state", "episode_starts"]),
         (["agent.policy_kwargs.shared_core=maybe"], ["agent.policy_kwargs.shared_core='maybe'", "true or false"]),
+        (["+agent.policy_train_mode=1"], ["agent.policy_train_mode=1", "true or false"]),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path: Path, args: list[str], expected: list[str], train: Run) -> None:
@@ -219,6 +220,6 @@ def test_cpu_small_budget_scales_frames(tmp_path: Path, train: Run) -> None:
 def test_dido_table_follows_torch_acs_ppo_protocol(train: Run) -> None:
     agent = _job_cfg(train, ["experiment=dido_doorkey"])["agent"]
     assert (agent["clip_range_vf"], agent["normalize_advantage"], agent["bootstrap_truncated"]) == (0.2, False, False)
-    assert agent["refresh_chunk_states"] is True and agent["shift_chunks"] is True
+    assert (agent["refresh_chunk_states"], agent["shift_chunks"], agent["policy_train_mode"]) == (True, True, True)
     proc = train(["experiment=dido_doorkey", "agent.shift_chunks=maybe", "hydra.run.dir=run"])
     assert proc.returncode != 0 and "agent.shift_chunks='maybe' is invalid; expected true or false" in proc.stderr
