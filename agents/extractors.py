@@ -1,7 +1,8 @@
 """Features extractor for MiniGrid's Dict observations (``image``, ``direction``, ``mission`` word ids).
 
 Symbols: B batch, C image channels (3: object, colour, state indices), H x W the egocentric view (7 x 7),
-N direction count (4), L mission length, V vocabulary size, E word-embedding size.
+N direction count (4), L mission length, V vocabulary size, E word-embedding size; with ``output="set"``: S set
+elements (H * W cells, then the direction, then the mission where each is used), F element size.
 
 The observation space this module expects is the one produced by ``envs.MissionToIdsWrapper`` (this package
 does not import ``envs``): ``image`` ``Box(0, 255, (7, 7, 3), uint8)`` (or channels first, as after SB3's
@@ -21,10 +22,13 @@ from stable_baselines3.common.preprocessing import is_image_space_channels_first
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-__all__ = ["MISSION_ENCODERS", "MiniGridFeaturesExtractor"]
+__all__ = ["EXTRACTOR_OUTPUTS", "MISSION_ENCODERS", "MiniGridFeaturesExtractor"]
 
 MISSION_ENCODERS = ("none", "bow", "gru")
 MissionEncoder = Literal["none", "bow", "gru"]
+#: What the extractor emits: one feature vector per observation, or a set of elements (``model.features``).
+EXTRACTOR_OUTPUTS = ("vector", "set")
+ExtractorOutput = Literal["vector", "set"]
 
 
 class MiniGridFeaturesExtractor(BaseFeaturesExtractor):
@@ -48,13 +52,32 @@ class MiniGridFeaturesExtractor(BaseFeaturesExtractor):
 
     ``features_dim`` = CNN features + ``direction_dim`` + mission features, computed at construction.
 
+    ``output="set"`` emits a set of S elements of F = ``element_dim`` features instead, for cores that read a set
+    (the RIMs paper, Goyal et al. 2021, Sec. 2.1-2.2: the input is "a set of elements", with position-specific
+    keys and values from a CNN's feature map for spatial input):
+
+    - Cells: each of the H * W cells is an element. Its object, colour and state indices each select a learned
+      embedding (one table per channel, ``image.high.max() + 1`` rows), a learned embedding of the cell's position
+      is added, and a shared per-cell network ``Linear(F, F)``, ReLU, ``Linear(F, F)`` maps the sum to the element.
+      Per-cell embeddings, not a CNN: MiniGrid's symbolic cells already are one object each, so a cell is the
+      element the paper's CNN positions stand for, and the position embedding keeps identical objects at
+      different places apart (the last layer has no ReLU, so no cell is the all-zero null input). Cell ``(i, j)``
+      of the observation space's H x W view is element ``i * W + j``. The values must be the raw indices: build
+      the policy with ``normalize_images=False``.
+    - Direction (``direction_dim > 0``): a bias-free ``Linear(N, F)`` on the one-hot direction, element H * W.
+    - Mission (``mission_encoder != "none"``): the mission encoding through ``Linear(features, F)``, the last
+      element; as invariant to trailing padding as the encoding.
+
+    ``set_shape`` is ``(S, F)`` (``None`` with ``output="vector"``) and ``features_dim`` the flattened size S * F,
+    which a core that reads vectors gets (the same features, flattened: a fair comparison).
+
     Inputs: ``observations``, a dict of tensors as prepared by SB3's ``preprocess_obs``:
 
     - ``image``: (B, H, W, C) or (B, C, H, W) float, following the observation space's layout
     - ``direction``: (B, N) or (B, 1, N) float one-hot, or (B,) indices (read when ``direction_dim > 0``)
     - ``mission``: (B, L) float word ids (only read when ``mission_encoder != "none"``)
 
-    Output: (B, features_dim) float.
+    Output: (B, features_dim) float with ``output="vector"``, (B, S, F) with ``output="set"``.
 
     :param observation_space: Dict space with ``image`` (and ``direction`` / ``mission`` when used)
     :param cnn_channels: output channels (c1, c2, c3) of the three convolutions
@@ -62,6 +85,8 @@ class MiniGridFeaturesExtractor(BaseFeaturesExtractor):
     :param mission_encoder: ``"none"``, ``"bow"`` or ``"gru"``
     :param mission_embedding_dim: E, word-embedding size (``"bow"`` output size; ``"gru"`` input size)
     :param mission_hidden_dim: GRU hidden size (``"gru"`` output size)
+    :param output: ``"vector"`` (the CNN, one feature vector) or ``"set"`` (a set of elements)
+    :param element_dim: F, the size of every set element (``output="set"`` only)
 
     >>> import numpy as np
     >>> space = spaces.Dict({
@@ -75,6 +100,11 @@ class MiniGridFeaturesExtractor(BaseFeaturesExtractor):
     >>> obs = {"image": torch.zeros(2, 7, 7, 3), "direction": torch.eye(4)[:2], "mission": torch.zeros(2, 20)}
     >>> extractor(obs).shape
     torch.Size([2, 136])
+    >>> elements = MiniGridFeaturesExtractor(space, mission_encoder="gru", output="set", element_dim=16)
+    >>> elements.set_shape, elements.features_dim  # 49 cells + direction + mission, 16 features each
+    ((51, 16), 816)
+    >>> elements(obs).shape
+    torch.Size([2, 51, 16])
     """
 
     def __init__(
@@ -86,6 +116,8 @@ class MiniGridFeaturesExtractor(BaseFeaturesExtractor):
         mission_encoder: MissionEncoder = "none",
         mission_embedding_dim: int = 32,
         mission_hidden_dim: int = 64,
+        output: ExtractorOutput = "vector",
+        element_dim: int = 32,
     ) -> None:
         image_space, direction_space, mission_space = _check_space(
             observation_space, use_direction=direction_dim > 0, use_mission=mission_encoder != "none"
@@ -102,28 +134,39 @@ class MiniGridFeaturesExtractor(BaseFeaturesExtractor):
                 "expected mission_embedding_dim >= 1 and mission_hidden_dim >= 1, "
                 f"got {mission_embedding_dim} and {mission_hidden_dim}"
             )
+        if output not in EXTRACTOR_OUTPUTS:
+            raise ValueError(f"expected output in {EXTRACTOR_OUTPUTS}, got {output!r}")
+        if element_dim < 1:
+            raise ValueError(f"expected element_dim >= 1, got {element_dim}")
 
         channels_first = is_image_space_channels_first(image_space)
         shape = image_space.shape
         in_channels, height, width = shape if channels_first else (shape[2], shape[0], shape[1])
         if min(height, width) < 4:
             raise ValueError(f"expected an image of at least 4x4 for the MiniGrid CNN, got {height}x{width}")
-        c1, c2, c3 = cnn_channels
-        cnn = nn.Sequential(
-            nn.Conv2d(in_channels, c1, (2, 2)),
-            nn.ReLU(),
-            nn.MaxPool2d((2, 2)),
-            nn.Conv2d(c1, c2, (2, 2)),
-            nn.ReLU(),
-            nn.Conv2d(c2, c3, (2, 2)),
-            nn.ReLU(),
-            nn.Flatten(),
-        )
-        with torch.no_grad():
-            n_image = int(cnn(torch.zeros(1, in_channels, height, width)).shape[1])
-
         n_mission = {"none": 0, "bow": mission_embedding_dim, "gru": mission_hidden_dim}[mission_encoder]
-        super().__init__(observation_space, features_dim=n_image + direction_dim + n_mission)
+        cnn: nn.Sequential | None = None
+        set_shape: tuple[int, int] | None = None
+        if output == "vector":
+            c1, c2, c3 = cnn_channels
+            cnn = nn.Sequential(
+                nn.Conv2d(in_channels, c1, (2, 2)),
+                nn.ReLU(),
+                nn.MaxPool2d((2, 2)),
+                nn.Conv2d(c1, c2, (2, 2)),
+                nn.ReLU(),
+                nn.Conv2d(c2, c3, (2, 2)),
+                nn.ReLU(),
+                nn.Flatten(),
+            )
+            with torch.no_grad():
+                n_image = int(cnn(torch.zeros(1, in_channels, height, width)).shape[1])
+            features_dim = n_image + direction_dim + n_mission
+        else:
+            n_image = height * width * element_dim
+            set_shape = (height * width + (direction_dim > 0) + (mission_encoder != "none"), element_dim)
+            features_dim = set_shape[0] * element_dim
+        super().__init__(observation_space, features_dim=features_dim)
 
         self.channels_first = channels_first
         self.cnn_channels = cnn_channels
@@ -131,12 +174,27 @@ class MiniGridFeaturesExtractor(BaseFeaturesExtractor):
         self.mission_encoder = mission_encoder
         self.mission_embedding_dim = mission_embedding_dim
         self.mission_hidden_dim = mission_hidden_dim
+        self.output = output
+        self.element_dim = element_dim
+        self.set_shape = set_shape
         self.image_features_dim = n_image
         self.cnn = cnn
 
+        self.cell_embedding: nn.Embedding | None = None
+        self.position_embedding: nn.Embedding | None = None
+        self.cell_net: nn.Sequential | None = None
+        if set_shape is not None:
+            self.image_values = int(image_space.high.max()) + 1
+            self.cell_embedding = nn.Embedding(in_channels * self.image_values, element_dim)  # a table per channel
+            self.position_embedding = nn.Embedding(height * width, element_dim)
+            self.cell_net = nn.Sequential(
+                nn.Linear(element_dim, element_dim), nn.ReLU(), nn.Linear(element_dim, element_dim)
+            )
+
         self.direction_embedding: nn.Linear | None = None
         if direction_space is not None:
-            self.direction_embedding = nn.Linear(int(direction_space.n), direction_dim, bias=False)
+            n_direction = direction_dim if set_shape is None else element_dim
+            self.direction_embedding = nn.Linear(int(direction_space.n), n_direction, bias=False)
 
         self.vocab_size = 0
         self.word_bag: nn.EmbeddingBag | None = None
@@ -151,16 +209,17 @@ class MiniGridFeaturesExtractor(BaseFeaturesExtractor):
             else:
                 self.word_embedding = nn.Embedding(self.vocab_size, mission_embedding_dim, padding_idx=0)
                 self.mission_gru = nn.GRU(mission_embedding_dim, mission_hidden_dim, batch_first=True)
+        self.mission_projection: nn.Linear | None = None
+        if set_shape is not None and mission_space is not None:
+            self.mission_projection = nn.Linear(n_mission, element_dim)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         """:param observations: dict with ``image`` (B, H, W, C) or (B, C, H, W), ``direction`` (B, N) one-hot
             and ``mission`` (B, L) word ids, all float as prepared by SB3
-        :return: features, (B, features_dim)
+        :return: features, (B, features_dim); with ``output="set"``, elements (B, S, F)
         """
         image = observations["image"].float()
-        if not self.channels_first:
-            image = image.permute(0, 3, 1, 2)
-        parts = [self.cnn(image)]
+        parts = [self.encode_cells(image) if self.cnn is None else self.cnn(self._channels_first(image))]
         if self.direction_embedding is not None:
             n_directions = self.direction_embedding.in_features
             # SB3 gives (B, N) one-hot at rollout time but (B, 1, N) from its rollout buffer (Discrete obs are
@@ -171,7 +230,31 @@ class MiniGridFeaturesExtractor(BaseFeaturesExtractor):
             parts.append(self.direction_embedding(direction.float()))
         if self.mission_encoder != "none":
             parts.append(self.encode_mission(observations["mission"]))
-        return torch.cat(parts, dim=1)
+        if self.set_shape is None:
+            return torch.cat(parts, dim=1)
+        if self.mission_projection is not None:
+            parts[-1] = self.mission_projection(parts[-1])
+        return torch.cat([parts[0], *(part.unsqueeze(1) for part in parts[1:])], dim=1)
+
+    def _channels_first(self, image: torch.Tensor) -> torch.Tensor:
+        """:param image: (B, H, W, C) or (B, C, H, W), the observation space's layout
+        :return: (B, C, H, W)
+        """
+        return image if self.channels_first else image.permute(0, 3, 1, 2)
+
+    def encode_cells(self, image: torch.Tensor) -> torch.Tensor:
+        """The cells as set elements (``output="set"``): channel embeddings plus position embedding, then the
+        per-cell network.
+
+        :param image: (B, H, W, C) or (B, C, H, W) raw indices, float or integer
+        :return: (B, H * W, F), cell ``(i, j)`` at ``i * W + j``
+        """
+        if self.cell_embedding is None or self.position_embedding is None or self.cell_net is None:
+            raise RuntimeError(f"output={self.output!r} has no cell encoder")
+        cells = self._channels_first(image).flatten(2).transpose(1, 2).long()  # (B, H * W, C)
+        offsets = torch.arange(cells.shape[2], device=cells.device) * self.image_values  # channel c's table
+        summed = self.cell_embedding(cells + offsets).sum(dim=2) + self.position_embedding.weight  # (B, H * W, F)
+        return self.cell_net(summed)
 
     def encode_mission(self, mission: torch.Tensor) -> torch.Tensor:
         """Encode word ids (0 = trailing padding).
@@ -196,7 +279,7 @@ class MiniGridFeaturesExtractor(BaseFeaturesExtractor):
         return (
             f"image_features={self.image_features_dim}, direction_dim={self.direction_dim}, "
             f"mission_encoder={self.mission_encoder!r}, vocab_size={self.vocab_size}, "
-            f"features_dim={self.features_dim}"
+            f"features_dim={self.features_dim}" + (f", set_shape={self.set_shape}" if self.set_shape else "")
         )
 
 

@@ -241,3 +241,122 @@ def test_extractors_module_does_not_import_envs_or_hydra() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- output="set": the view's cells, the direction and the mission as set elements --------------------------------
+
+
+def _set_extractor(mission_encoder: str = "gru", element_dim: int = 16, space: spaces.Dict | None = None):
+    torch.manual_seed(0)
+    return MiniGridFeaturesExtractor(
+        space or _space(),
+        mission_encoder=mission_encoder,  # type: ignore[arg-type]
+        output="set",
+        element_dim=element_dim,
+    )
+
+
+@pytest.mark.parametrize(
+    ("mission_encoder", "direction_dim", "n_elements"),
+    [("gru", 8, 51), ("bow", 8, 51), ("none", 8, 50), ("none", 0, 49)],
+)
+def test_set_output_shape_on_real_batch(mission_encoder: str, direction_dim: int, n_elements: int) -> None:
+    venv = _vec_env()
+    torch.manual_seed(0)
+    extractor = MiniGridFeaturesExtractor(
+        venv.observation_space,
+        direction_dim=direction_dim,
+        mission_encoder=mission_encoder,  # type: ignore[arg-type]
+        output="set",
+        element_dim=16,
+    )
+    assert extractor.set_shape == (n_elements, 16) and extractor.features_dim == n_elements * 16
+    elements = extractor(_batch(venv))
+    assert elements.shape == (N_ENVS, n_elements, 16) and torch.isfinite(elements).all()
+    assert extractor.cnn is None
+    venv.close()
+
+
+def test_set_layout_cell_i_j_is_element_i_w_plus_j_then_direction_then_mission() -> None:
+    """Changing one input changes exactly its own element: cell (i, j) -> i * 7 + j, direction -> 49, mission -> 50."""
+    space = _space()
+    extractor = _set_extractor()
+    obs = _mission_obs(space, ["pick up the red ball"])
+    base = extractor(obs)[0]
+    for (i, j), element in [((0, 0), 0), ((2, 5), 19), ((6, 6), 48)]:
+        image = obs["image"].clone()
+        image[0, i, j] = torch.tensor([5.0, 2.0, 0.0])  # a blue key in the empty view
+        changed = (extractor({**obs, "image": image})[0] != base).any(dim=1)
+        assert changed.nonzero().flatten().tolist() == [element]
+    changed = (extractor({**obs, "direction": torch.eye(4)[[2]]})[0] != base).any(dim=1)
+    assert changed.nonzero().flatten().tolist() == [49]
+    changed = (extractor(_mission_obs(space, ["go to the blue door"]))[0] != base).any(dim=1)
+    assert changed.nonzero().flatten().tolist() == [50]
+
+
+def test_set_layout_reads_channels_first_spaces_the_same() -> None:
+    venv = _vec_env()
+    transposed = VecTransposeImage(venv)
+    last = _set_extractor(space=venv.observation_space)
+    first = _set_extractor(space=transposed.observation_space)
+    first.load_state_dict(last.state_dict())
+    batch = _batch(venv)
+    torch.testing.assert_close(first({**batch, "image": batch["image"].permute(0, 3, 1, 2)}), last(batch))
+    venv.close()
+
+
+def test_position_embedding_tells_identical_cells_apart() -> None:
+    space = _space()
+    extractor = _set_extractor()
+    obs = _mission_obs(space, ["reach the goal"])  # every cell is the same object, colour and state
+    cells = extractor(obs)[0, :49]
+    assert torch.cdist(cells, cells).add(torch.eye(49) * 1e9).min() > 1e-3  # pairwise distinct
+    assert extractor.position_embedding is not None
+    with torch.no_grad():
+        extractor.position_embedding.weight.zero_()  # without positions the 49 identical cells are one element
+    cells = extractor(obs)[0, :49]
+    torch.testing.assert_close(cells, cells[:1].expand(49, -1))
+
+
+@pytest.mark.parametrize("mission_encoder", ["bow", "gru"])
+def test_padding_does_not_change_the_mission_element(mission_encoder: str) -> None:
+    short, long = _space(8), _space(40)
+    a = _set_extractor(mission_encoder, space=short)
+    b = _set_extractor(mission_encoder, space=long)
+    b.load_state_dict(a.state_dict())  # no parameter depends on L
+    missions = ["pick up the red ball", "get to the green goal square", "go to the blue door", ""]
+    fa, fb = a(_mission_obs(short, missions)), b(_mission_obs(long, missions))
+    torch.testing.assert_close(fa, fb)
+    assert not torch.allclose(fa[0, -1], fa[1, -1])  # the mission element reads the mission
+
+
+def test_vector_output_is_the_default_and_builds_no_set_modules() -> None:
+    """output="vector" is the concatenation of CNN, direction embedding and mission encoding, as before the option."""
+    space = _space()
+    torch.manual_seed(0)
+    default = MiniGridFeaturesExtractor(space, mission_encoder="gru")
+    torch.manual_seed(0)
+    vector = MiniGridFeaturesExtractor(space, mission_encoder="gru", output="vector", element_dim=5)
+    assert default.set_shape is None and default.output == "vector"
+    keys = {key.split(".")[0] for key in default.state_dict()}
+    assert keys == {"cnn", "direction_embedding", "word_embedding", "mission_gru"}
+    assert all(torch.equal(a, b) for a, b in zip(default.parameters(), vector.parameters(), strict=True))
+    obs = _mission_obs(space, ["pick up the red ball", "go to the blue door"])
+    obs["image"] = torch.randint(0, 11, (2, 7, 7, 3)).float()
+    assert default.direction_embedding is not None and default.cnn is not None
+    expected = torch.cat(
+        [
+            default.cnn(obs["image"].permute(0, 3, 1, 2)),
+            default.direction_embedding(obs["direction"]),
+            default.encode_mission(obs["mission"]),
+        ],
+        dim=1,
+    )
+    assert torch.equal(default(obs), expected) and torch.equal(vector(obs), expected)
+
+
+def test_set_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"expected output in \('vector', 'set'\), got 'graph'"):
+        MiniGridFeaturesExtractor(_space(), output="graph")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="expected element_dim >= 1, got 0"):
+        MiniGridFeaturesExtractor(_space(), output="set", element_dim=0)
