@@ -21,6 +21,7 @@ import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from experiments.schema import OPEN_SECTIONS, TrainSchema, schema_fields
+from rims_rl.rim import AUTHORS, PAPER
 
 #: The repository's top-level ``configs/`` directory (the Hydra apps' ``config_path``).
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -114,6 +115,9 @@ def model_label(core: str, core_kwargs: Mapping[str, Any]) -> str:
     for key, tag in (("num_units", "u"), ("k", "k")):
         if key in core_kwargs:
             label += f"_{tag}{core_kwargs[key]}"
+    variant = {n: core_kwargs[n] for n, default in PAPER.items() if core_kwargs.get(n, default) != default}
+    if variant:  # the RIM's options beyond the paper (rims_rl.rim.PAPER): "_authors" for all the authors' choices
+        label += "_authors" if variant == AUTHORS else "".join(f"_{n}-{v}" for n, v in variant.items())
     return label
 
 

@@ -31,10 +31,37 @@ One step of a unit (the paper's version):
 4. Sparse update. Active units take the new state; inactive units keep ``h`` (and ``c``) bit for bit
    (``torch.where``), and gradient flows through the kept state.
 
-Where the authors' code differs: their communication residual is gated, ``sigmoid(W_g o) * tanh(W o)``; their
-Atari input attention takes the softmax across units with no null slot; their units are blocks of one big
-``LSTMCell`` whose off-block weights are zeroed on every forward. Attention key sizes here are per head, as in
-their code (paper Table 3: input keys 64, values ``4s``; communication keys and values 32, 4 heads).
+Attention key sizes are per head, as in the authors' code (paper Table 3: input keys 64, values ``4s``;
+communication keys and values 32, 4 heads).
+
+The authors' code (``anirudh9119/RIMs``, ``event_based/``: ``blocks_core.py``, ``attention.py``,
+``GroupLinearLayer.py``, ``BlockLSTM.py``) differs from the paper's equations in four places; each is an option
+of :class:`RIMCell` and :class:`RIM` whose default is the paper's version above (:data:`PAPER`), and
+:data:`AUTHORS` sets all four as the authors' code does:
+
+- ``communication``: ``"paper"`` is step 3 above, a linear residual ``h + o W_o + b_o`` with a per-unit
+  output projection (``weight_out (U, Hc*dv, s)``). ``"authors"`` is their gated residual
+  ``h + sigmoid(o W_g + b_g) * tanh(o W + b)``, ``o`` the units' multi-head read (heads concatenated), ``W`` and
+  ``W_g`` single linear layers shared by all units (``weight_out (Hc*dv, 2s)`` holds ``[W | W_g]``).
+- ``init``: ``"default"`` is ``nn.Linear``'s rule on every parameter, ``U(±1/sqrt(fan_in))``, so each unit is
+  initialised like its own ``nn.LSTMCell(Hi*dv, s)``. ``"authors"``: every attention projection (input query, key,
+  value; communication query, key, value) is drawn from ``0.01 * N(0, 1)`` (their ``GroupLinearLayer``), attention
+  biases (where kept) start at zero, and the units' recurrent weights and biases are ``U(±1/sqrt(H))``, as blocks of
+  one ``nn.LSTMCell`` / ``nn.GRUCell`` of hidden size ``H`` (``sqrt(U)`` smaller than per unit). The output
+  projection of the communication keeps ``nn.Linear``'s rule, as theirs. At initialisation the input value
+  ``x W_v`` of an ``N(0, 1)`` input has RMS ``0.01 sqrt(F)`` (about 0.08 for ``F = 64``) instead of about 0.58:
+  their units start driven by their recurrence, ours by the input.
+- ``attention_bias``: ``True`` gives the input query and value and the communication query, key and value
+  projections a bias (the input key never has one, so the null key is zero). ``False`` drops them all, as the
+  authors: the null value is then zero too, and at ``h = 0`` (an episode start) every query is zero, so all units
+  tie and the first active set is an index choice (``torch.topk``'s).
+- ``dropout_at``: where ``dropout`` acts in the attentions. ``"probabilities"``: on the input and communication
+  attention probabilities (the paper). ``"outputs"``: on the value a unit reads from the input attention and on the
+  communication's projected output (``o W + b``, inside the ``tanh`` for the authors' communication), which is
+  where the authors' ``nn.Dropout(0.1)`` acts (their attention-probability dropout is commented out).
+
+Not an option: the authors' Atari input attention (softmax across units, no null slot), and with several layers
+their next layer reads ``mask * h`` (inactive units zeroed); layer ``l > 0`` here reads the full ``h``.
 """
 
 from __future__ import annotations
@@ -50,6 +77,13 @@ from rims_rl.sequence import State, from_time_major, map_state, reset_state, to_
 
 CELLS = ("lstm", "gru")
 _GATES = {"lstm": 4, "gru": 3}
+COMMUNICATIONS = ("paper", "authors")
+INITS = ("default", "authors")
+DROPOUT_AT = ("probabilities", "outputs")
+PAPER = {"communication": "paper", "init": "default", "attention_bias": True, "dropout_at": "probabilities"}
+"""The options that choose between the paper's RIM and the authors' code, at their defaults: the paper's version."""
+AUTHORS = {"communication": "authors", "init": "authors", "attention_bias": False, "dropout_at": "outputs"}
+"""The same options set as in the authors' code (see the module docstring)."""
 
 
 class InputSide(NamedTuple):
@@ -72,6 +106,31 @@ class InputSide(NamedTuple):
         return [
             self._replace(keys=k, gates=g)
             for k, g in zip(self.keys.unbind(0), self.gates.unbind(0), strict=True)
+        ]
+
+
+class SetSide(NamedTuple):
+    """The state-independent part of :class:`RIMCell`'s steps over a set of ``N`` input elements, computed for a
+    whole sequence at once; a step mixes the elements' values and projects the mix to the gates itself (a
+    precomputed input-to-gate projection per element would be ``(T, B, N, U, Hi, G)``).
+
+    Also used for a single input vector (``N = 1``) when dropout acts on the read value (``dropout_at="outputs"``),
+    which the two-slot shortcut of :class:`InputSide` cannot express. :meth:`unbind` splits it into steps, whose
+    ``keys`` and ``values`` lose the leading ``T``.
+    """
+
+    keys: Tensor
+    """``(T, B, N, Hi, dk)``: keys of the elements, scaled by ``1 / sqrt(dk)`` (the null key is zero)."""
+    values: Tensor
+    """``(T, B, N, Hi, dv)``: values of the elements less the value bias, ``x_n W_v``."""
+    weight_ih: Tensor
+    """``(U, Hi * dv, G)``: each unit's value-to-gate weight, heads stacked."""
+
+    def unbind(self) -> list[SetSide]:
+        """Split into ``T`` steps."""
+        return [
+            self._replace(keys=k, values=v)
+            for k, v in zip(self.keys.unbind(0), self.values.unbind(0), strict=True)
         ]
 
 
@@ -102,9 +161,18 @@ class RIMCell(nn.Module):
         comm_heads: ``Hc``, heads of the communication attention. Default: 4
         comm_key_size: key (and query) size per communication head. Default: 32
         comm_value_size: value size per communication head. Default: ``None``, meaning ``s``
+        communication: ``"paper"`` (linear residual, per-unit output projection) or ``"authors"`` (gated residual,
+            shared projections); see the module docstring. Default: ``"paper"``
+        init: ``"default"`` (``nn.Linear``'s rule per parameter) or ``"authors"`` (attention projections
+            ``0.01 * N(0, 1)``, units as blocks of one cell of size ``H``). Default: ``"default"``
+        attention_bias: whether the input query and value and the communication query, key and value projections
+            have a bias (the authors': ``False``). Default: ``True``
+        dropout_at: ``"probabilities"`` (dropout on the attention probabilities) or ``"outputs"`` (on the read
+            input value and the communication's projected output, as the authors). Default: ``"probabilities"``
 
     Inputs: input, hx
-        - **input**: tensor of shape :math:`(B, F)`.
+        - **input**: tensor of shape :math:`(B, F)`, or :math:`(B, N, F)`: a set of ``N`` elements that each unit's
+          input attention reads (see :class:`RIM`).
         - **hx**: ``(h_0, c_0)`` for ``cell="lstm"``, ``h_0`` for ``cell="gru"``; each of shape
           :math:`(B, H)`. Defaults to zeros.
 
@@ -148,6 +216,10 @@ class RIMCell(nn.Module):
         comm_heads: int = 4,
         comm_key_size: int = 32,
         comm_value_size: int | None = None,
+        communication: Literal["paper", "authors"] = "paper",
+        init: Literal["default", "authors"] = "default",
+        attention_bias: bool = True,
+        dropout_at: Literal["probabilities", "outputs"] = "probabilities",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -174,6 +246,12 @@ class RIMCell(nn.Module):
             raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(map(repr, CELLS))}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"expected dropout in [0, 1), got dropout={dropout}")
+        _check_choice("communication", communication, COMMUNICATIONS)
+        _check_choice("init", init, INITS)
+        _check_choice("attention_bias", attention_bias, (True, False))
+        _check_choice("dropout_at", dropout_at, DROPOUT_AT)
+        self.communication, self.init, self.attention_bias = communication, init, attention_bias
+        self.dropout_at = dropout_at
         self.input_size, self.hidden_size, self.num_units, self.k = input_size, hidden_size, num_units, k
         self.cell, self.dropout = cell, dropout
         self.unit_size = s = hidden_size // num_units
@@ -188,23 +266,29 @@ class RIMCell(nn.Module):
         # Input attention: keys and values of the input (shared by the units), per-unit queries.
         self.weight_key = _grouped(input_size, hi * dk, factory=fk)
         self.weight_value = _grouped(hi, input_size, dv, factory=fk)
-        self.bias_value = _grouped(hi, 1, dv, factory=fk)
+        self.bias_value = _grouped(hi, 1, dv, factory=fk) if attention_bias else None
         # Per-unit recurrence: value -> gates (unit u's weight is weight_ih[:, :, u], one block per head), and
-        # h -> [input query | gates] fused (both read h_{t-1}).
+        # h -> [input query | gates] fused (both read h_{t-1}); without attention biases, bias_hh is the gates'.
         self.weight_ih = _grouped(hi, dv, u, g, factory=fk)
         self.bias_ih = _grouped(u, 1, g, factory=fk)
         self.weight_hh = _grouped(u, s, hi * dk + g, factory=fk)
-        self.bias_hh = _grouped(u, 1, hi * dk + g, factory=fk)
-        # Communication: per-unit [query | key | value] from the candidate state, and the output projection.
+        self.bias_hh = _grouped(u, 1, hi * dk * attention_bias + g, factory=fk)
+        # Communication: per-unit [query | key | value] from the candidate state, and the output projection:
+        # per unit (paper), or [W | W_g] shared by the units (authors).
         self.weight_comm = _grouped(u, s, hc * (2 * dkc + dvc), factory=fk)
-        self.bias_comm = _grouped(u, 1, hc * (2 * dkc + dvc), factory=fk)
-        self.weight_out = _grouped(u, hc * dvc, s, factory=fk)
-        self.bias_out = _grouped(u, 1, s, factory=fk)
+        self.bias_comm = _grouped(u, 1, hc * (2 * dkc + dvc), factory=fk) if attention_bias else None
+        if communication == "paper":
+            self.weight_out = _grouped(u, hc * dvc, s, factory=fk)
+            self.bias_out = _grouped(u, 1, s, factory=fk)
+        else:
+            self.weight_out = _grouped(hc * dvc, 2 * s, factory=fk)
+            self.bias_out = _grouped(2 * s, factory=fk)
         self.last_active = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """``nn.Linear``-style init: each weight and its bias uniform in ``±1 / sqrt(fan_in)``."""
+        """Initialise as ``init`` says: ``"default"``, ``nn.Linear``-style, each weight and its bias uniform in
+        ``±1 / sqrt(fan_in)``; ``"authors"``, see the module docstring."""
         fan_in = {
             "weight_key": self.input_size,
             "weight_value": self.input_size,
@@ -221,6 +305,18 @@ class RIMCell(nn.Module):
         for name, param in self.named_parameters():
             bound = 1.0 / math.sqrt(fan_in[name])
             nn.init.uniform_(param, -bound, bound)
+        if self.init == "authors":
+            queries = self.input_heads * self.input_key_size * self.attention_bias  # query part of bias_hh
+            bound = 1.0 / math.sqrt(self.hidden_size)
+            with torch.no_grad():
+                for param in (self.weight_ih, self.bias_ih, self.weight_hh, self.bias_hh[..., queries:]):
+                    param.uniform_(-bound, bound)
+                query = self.weight_hh[..., : self.input_heads * self.input_key_size]
+                for param in (self.weight_key, self.weight_value, query, self.weight_comm):
+                    param.normal_(0.0, 0.01)
+                for param in (self.bias_value, self.bias_hh[..., :queries], self.bias_comm):
+                    if param is not None:
+                        param.zero_()
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_units={self.num_units}, k={self.k}"
@@ -230,28 +326,39 @@ class RIMCell(nn.Module):
         return (
             s + f", input_heads={self.input_heads}, input_key_size={self.input_key_size}, "
             f"input_value_size={self.input_value_size}, comm_heads={self.comm_heads}, "
-            f"comm_key_size={self.comm_key_size}, comm_value_size={self.comm_value_size}"
+            f"comm_key_size={self.comm_key_size}, comm_value_size={self.comm_value_size}" + _options_repr(self)
         )
 
-    def input_side(self, input: Tensor) -> InputSide:
+    def input_side(self, input: Tensor) -> InputSide | SetSide:
         """Compute the state-independent work of ``T`` steps at once.
 
         :param input: ``(T, B, F)``.
+        :return: an :class:`InputSide`, or a :class:`SetSide` (``N = 1``) in ``train()`` when dropout acts on the
+            read value (``dropout_at="outputs"``).
         """
         hi, dk = self.input_heads, self.input_key_size
         steps, batch = input.shape[:2]
         keys = (input @ self.weight_key).unflatten(-1, (hi, dk)) * dk**-0.5
+        if self.training and self.dropout and self.dropout_at == "outputs":
+            return self._set_side(input.unsqueeze(2), keys.unsqueeze(2))
         # The input slot minus the null slot, per head: the value bias cancels, leaving x W_v W_ih, which
         # multi_dot evaluates in the cheaper order for this T * B.
         x = input.flatten(0, 1)
         per_head = zip(self.weight_value, self.weight_ih, strict=True)
         gates = torch.stack([torch.linalg.multi_dot([x, w_v, w_ih.flatten(1)]) for w_v, w_ih in per_head], 1)
         gates = gates.view(steps, batch, hi, self.num_units, self.gate_size).permute(0, 3, 1, 2, 4)
+        if self.bias_value is None:  # the null value is zero
+            return InputSide(keys, gates, self.bias_ih, self.bias_ih.new_zeros(self.num_units, 1, hi, 1))
         null_values = torch.bmm(self.bias_value, self.weight_ih.flatten(2)).view(hi, self.num_units, 1, -1)
         null_values = null_values.permute(1, 2, 0, 3)  # (U, 1, Hi, G)
         return InputSide(keys, gates, null_values.sum(2) + self.bias_ih, null_values)
 
-    def step(self, side: InputSide, hx: State) -> tuple[State, Tensor]:
+    def _set_side(self, input: Tensor, keys: Tensor) -> SetSide:
+        """:param input: ``(T, B, N, F)``; ``keys``: its keys ``(T, B, N, Hi, dk)``."""
+        values = torch.einsum("tbnf,hfd->tbnhd", input, self.weight_value)
+        return SetSide(keys, values, self.weight_ih.permute(2, 0, 1, 3).flatten(1, 2))
+
+    def step(self, side: InputSide | SetSide, hx: State) -> tuple[State, Tensor]:
         """Advance one step on the unit-major state.
 
         :param side: one step of :meth:`input_side`'s result (see :meth:`InputSide.unbind`).
@@ -261,19 +368,28 @@ class RIMCell(nn.Module):
         h, c = hx if isinstance(hx, tuple) else (hx, None)
         hi, dk = self.input_heads, self.input_key_size
         dropout = self.dropout if self.training else 0.0
-        # 1. Input attention: a = P(input slot) = sigmoid(score_input - score_null), score_null = 0.
-        query_gates = torch.baddbmm(self.bias_hh, h, self.weight_hh)
-        query, gates_h = query_gates[..., : hi * dk].unflatten(-1, (hi, dk)), query_gates[..., hi * dk :]
-        attn = torch.sigmoid((query * side.keys).sum(-1))  # (U, B, Hi)
-        active = torch.zeros_like(attn[..., :1], dtype=torch.bool)
-        active.scatter_(0, attn.mean(-1, keepdim=True).topk(self.k, dim=0).indices, True)  # (U, B, 1)
-        # 2. Independent dynamics, gates_x = W_ih (a_null v_null + a v_input) + b_ih.
-        if dropout:
-            attn_null, attn = F.dropout(torch.stack((1.0 - attn, attn)), dropout, True).unbind(0)
-            gates_x = _mix(side.null_gates, attn_null + attn - 1.0, side.null_values)  # the sum is not 1 now
-            gates_x = _mix(gates_x, attn, side.gates)
+        if self.attention_bias:
+            query_gates = torch.baddbmm(self.bias_hh, h, self.weight_hh)
         else:
-            gates_x = _mix(side.null_gates, attn, side.gates)
+            query_gates = torch.bmm(h, self.weight_hh)
+        query, gates_h = query_gates[..., : hi * dk].unflatten(-1, (hi, dk)), query_gates[..., hi * dk :]
+        if not self.attention_bias:
+            gates_h = gates_h + self.bias_hh
+        if isinstance(side, SetSide):
+            gates_x, presence = self._read_set(side, query, dropout)
+        else:
+            # 1. Input attention: a = P(input slot) = sigmoid(score_input - score_null), score_null = 0.
+            attn = torch.sigmoid((query * side.keys).sum(-1))  # (U, B, Hi)
+            presence = attn.mean(-1, keepdim=True)
+            # 2. Independent dynamics, gates_x = W_ih (a_null v_null + a v_input) + b_ih.
+            if dropout:
+                attn_null, attn = F.dropout(torch.stack((1.0 - attn, attn)), dropout, True).unbind(0)
+                gates_x = _mix(side.null_gates, attn_null + attn - 1.0, side.null_values)  # the sum is not 1 now
+                gates_x = _mix(gates_x, attn, side.gates)
+            else:
+                gates_x = _mix(side.null_gates, attn, side.gates)
+        active = torch.zeros_like(presence, dtype=torch.bool)
+        active.scatter_(0, presence.topk(self.k, dim=0).indices, True)  # (U, B, 1)
         s = self.unit_size
         if c is None:  # GRU, gates (r, z, n)
             rz = torch.sigmoid(gates_x[..., : 2 * s] + gates_h[..., : 2 * s])
@@ -293,19 +409,48 @@ class RIMCell(nn.Module):
             return h_new, active
         return (h_new, torch.where(active, c_new, c)), active
 
+    def _read_set(self, side: SetSide, query: Tensor, dropout: float) -> tuple[Tensor, Tensor]:
+        """Input attention over the null row and the ``N`` elements, and the read value's gates.
+
+        :param query: ``(U, B, Hi, dk)``.
+        :return: ``gates_x = W_ih read + b_ih``, ``(U, B, G)``, and each unit's attention off the null row averaged
+            over heads, ``(U, B, 1)``, that ranks the units.
+        """
+        scores = torch.einsum("ubhk,bnhk->ubhn", query, side.keys)
+        probs = torch.softmax(F.pad(scores, (1, 0)), -1)  # (U, B, Hi, 1 + N), the null row first with score 0
+        presence = 1.0 - probs[..., 0].mean(-1, keepdim=True)
+        if dropout and self.dropout_at == "probabilities":
+            probs = F.dropout(probs, dropout, True)
+        read = torch.einsum("ubhn,bnhd->ubhd", probs[..., 1:], side.values)
+        if self.bias_value is not None:  # every slot's value carries the bias (the null value is the bias)
+            read = read + probs.sum(-1, keepdim=True) * self.bias_value.squeeze(1)
+        if dropout and self.dropout_at == "outputs":
+            read = F.dropout(read, dropout, True)
+        return torch.baddbmm(self.bias_ih, read.flatten(2), side.weight_ih), presence
+
     def _communicate(self, h: Tensor, dropout: float) -> Tensor:
         """Multi-head attention among units: ``(U, B, s)`` -> ``(U, B, s)``, before the residual."""
         hc, dkc, dvc = self.comm_heads, self.comm_key_size, self.comm_value_size
-        qkv = torch.baddbmm(self.bias_comm, h, self.weight_comm).permute(1, 0, 2)  # (B, U, Hc(2dk+dv))
+        if self.bias_comm is None:
+            qkv = torch.bmm(h, self.weight_comm).permute(1, 0, 2)
+        else:
+            qkv = torch.baddbmm(self.bias_comm, h, self.weight_comm).permute(1, 0, 2)  # (B, U, Hc(2dk+dv))
         q, k, v = (
             t.unflatten(-1, (hc, -1)).transpose(1, 2) for t in qkv.split((hc * dkc, hc * dkc, hc * dvc), -1)
         )
         # Scores laid out (keys, queries): torch's softmax over a tiny last dimension is slow on CPU.
         weights = torch.softmax(k @ q.transpose(-1, -2) * dkc**-0.5, dim=-2)
-        if dropout:
+        if dropout and self.dropout_at == "probabilities":
             weights = F.dropout(weights, dropout, True)
-        read = weights.transpose(-1, -2) @ v  # (B, Hc, U, dv)
-        return torch.baddbmm(self.bias_out, read.permute(2, 0, 1, 3).flatten(2), self.weight_out)
+        read = (weights.transpose(-1, -2) @ v).permute(2, 0, 1, 3).flatten(2)  # (U, B, Hc * dv)
+        out_dropout = dropout if self.dropout_at == "outputs" else 0.0
+        if self.communication == "paper":
+            out = torch.baddbmm(self.bias_out, read, self.weight_out)
+            return F.dropout(out, out_dropout, True) if out_dropout else out
+        out, gate = (read @ self.weight_out + self.bias_out).chunk(2, -1)
+        if out_dropout:
+            out = F.dropout(out, out_dropout, True)
+        return torch.sigmoid(gate) * torch.tanh(out)
 
     def to_units(self, t: Tensor) -> Tensor:
         """``(B, H)`` -> unit-major ``(U, B, s)``."""
@@ -329,6 +474,16 @@ class RIMCell(nn.Module):
         )
         self.last_active = active.squeeze(-1).t().detach()
         return map_state(_from_units, state)
+
+
+def _check_choice(name: str, value: object, choices: tuple) -> None:
+    if value not in choices or type(value) is not type(choices[0]):
+        raise ValueError(f"expected {name} one of {', '.join(map(repr, choices))}, got {name}={value!r}")
+
+
+def _options_repr(module: RIMCell | RIM) -> str:
+    """``, name=value`` for each option of :data:`PAPER` not at its default."""
+    return "".join(f", {n}={getattr(module, n)!r}" for n, v in PAPER.items() if getattr(module, n) != v)
 
 
 def _mix(base: Tensor, weights: Tensor, values: Tensor) -> Tensor:
@@ -371,6 +526,14 @@ class RIM(nn.Module):
         comm_heads: ``Hc``, heads of the communication attention. Default: 4
         comm_key_size: key (and query) size per communication head. Default: 32
         comm_value_size: value size per communication head. Default: ``None``, meaning ``s``
+        communication: ``"paper"`` (linear residual, per-unit output projection) or ``"authors"`` (gated residual,
+            shared projections); see the module docstring. Default: ``"paper"``
+        init: ``"default"`` (``nn.Linear``'s rule per parameter) or ``"authors"`` (attention projections
+            ``0.01 * N(0, 1)``, units as blocks of one cell of size ``H``). Default: ``"default"``
+        attention_bias: whether the input query and value and the communication query, key and value projections
+            have a bias (the authors': ``False``). Default: ``True``
+        dropout_at: ``"probabilities"`` (dropout on the attention probabilities) or ``"outputs"`` (on the read
+            input value and the communication's projected output, as the authors). Default: ``"probabilities"``
 
     Inputs: input, hx, episode_starts
         - **input**: tensor of shape :math:`(T, B, F)`, :math:`(B, T, F)` if ``batch_first``, or
@@ -430,6 +593,10 @@ class RIM(nn.Module):
         comm_heads: int = 4,
         comm_key_size: int = 32,
         comm_value_size: int | None = None,
+        communication: Literal["paper", "authors"] = "paper",
+        init: Literal["default", "authors"] = "default",
+        attention_bias: bool = True,
+        dropout_at: Literal["probabilities", "outputs"] = "probabilities",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -444,6 +611,10 @@ class RIM(nn.Module):
             comm_heads=comm_heads,
             comm_key_size=comm_key_size,
             comm_value_size=comm_value_size,
+            communication=communication,
+            init=init,
+            attention_bias=attention_bias,
+            dropout_at=dropout_at,
             device=device,
             dtype=dtype,
         )
@@ -453,6 +624,8 @@ class RIM(nn.Module):
         )
         self.input_size, self.hidden_size, self.num_units, self.k = input_size, hidden_size, num_units, k
         self.cell, self.num_layers, self.batch_first, self.dropout = cell, num_layers, batch_first, dropout
+        self.communication, self.init, self.attention_bias = communication, init, attention_bias
+        self.dropout_at = dropout_at
         self.last_active = None
 
     def reset_parameters(self) -> None:
@@ -469,7 +642,7 @@ class RIM(nn.Module):
             s += ", batch_first=True"
         if self.dropout:
             s += f", dropout={self.dropout}"
-        return s
+        return s + _options_repr(self)
 
     def initial_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None

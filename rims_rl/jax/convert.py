@@ -34,6 +34,8 @@ def from_torch(rim: rims_rl.RIM) -> tuple[RIM, dict[str, Any]]:
     ``deterministic=False`` and a ``"dropout"`` rng for train-mode dropout.
 
     :return: ``(module, variables)``, ``variables = {"params": {"cells_0": {...}, ...}}``.
+    :raises ValueError: if ``rim`` sets an option of :data:`rims_rl.rim.PAPER` (the authors' variants): the JAX RIM
+        implements the paper's version only.
 
     >>> import torch, jax.numpy as jnp
     >>> from rims_rl import RIM as TorchRIM
@@ -44,6 +46,11 @@ def from_torch(rim: rims_rl.RIM) -> tuple[RIM, dict[str, Any]]:
     >>> bool(jnp.allclose(out, torch_rim(x)[0].detach().numpy(), atol=1e-5))
     True
     """
+    from rims_rl.rim import PAPER
+
+    changed = ", ".join(f"{n}={getattr(rim, n)!r}" for n, v in PAPER.items() if getattr(rim, n) != v)
+    if changed:
+        raise ValueError(f"expected a torch RIM with the paper's options (the JAX RIM has no others), got {changed}")
     cell = rim.cells[0]
     module = RIM(
         **{name: getattr(rim if name in _SEQUENCE_ARGUMENTS else cell, name) for name in _ARGUMENTS},
