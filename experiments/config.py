@@ -152,6 +152,8 @@ class RunSpec:
     :param eval_every: frames between evaluations
     :param eval_episodes: episodes per env id and action mode
     :param eval_n_envs: envs per evaluated env id
+    :param final_episodes: episodes per env id and action mode of the final evaluation (at the end of training)
+    :param final_n_envs: envs per evaluated env id in the final evaluation
     :param checkpoint_every: frames between checkpoints
     """
 
@@ -164,6 +166,8 @@ class RunSpec:
     eval_every: int
     eval_episodes: int
     eval_n_envs: int
+    final_episodes: int
+    final_n_envs: int
     checkpoint_every: int
 
 
@@ -206,6 +210,8 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         raise ConfigError(f"model {label}: {err}") from None
 
     eval_episodes = int(cfg.eval.episodes)  # counts are whole numbers here (checked); 3e5 arrives as a float
+    # A run saved before the final evaluation had its own count finishes as it was configured.
+    final_episodes = int(OmegaConf.select(cfg, "eval.final_episodes", default=eval_episodes))
     return RunSpec(
         split=split,
         core=core,
@@ -216,6 +222,8 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         eval_every=scaled_frames(int(cfg.eval.every_frames), scale),
         eval_episodes=eval_episodes,
         eval_n_envs=min(int(cfg.eval.n_envs), eval_episodes),
+        final_episodes=final_episodes,
+        final_n_envs=min(int(OmegaConf.select(cfg, "eval.final_n_envs", default=cfg.eval.n_envs)), final_episodes),
         checkpoint_every=scaled_frames(int(cfg.checkpoint.every_frames), scale),
     )
 

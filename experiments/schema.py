@@ -152,11 +152,18 @@ class EvalSection:
     """Evaluation during training."""
 
     every_frames: Any = field(default=MISSING, metadata=rule(whole(1)))
-    """Frames between evaluations (also evaluated at the end of training); times ``budget.frames_scale``."""
+    """Frames between evaluations (and at the end of training the final evaluation, ``final_episodes``); times
+    ``budget.frames_scale``."""
     episodes: Any = field(default=MISSING, metadata=rule(whole(1)))
     """Episodes per env id, with sampled and with greedy actions."""
     n_envs: Any = field(default=MISSING, metadata=rule(whole(1)))
     """Envs per evaluated env id (at most ``episodes`` are used)."""
+    final_episodes: Any = field(default=MISSING, metadata=rule(whole(1)))
+    """Episodes per env id of the final evaluation (at the end of training; the final scores), with sampled and
+    with greedy actions; logged as the last evaluation row with ``eval/final: 1``. Runs saved before the key
+    existed use ``episodes``."""
+    final_n_envs: Any = field(default=MISSING, metadata=rule(whole(1)))
+    """Envs per evaluated env id in the final evaluation (at most ``final_episodes`` are used)."""
 
 
 @dataclass

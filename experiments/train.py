@@ -130,6 +130,7 @@ def train(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool = False)
     env_seed = cfg.seed if start == 0 else derive_seed(cfg.seed, start)
     env = build_train_env(cfg, spec, env_seed)
     targets = build_eval_targets(spec, cfg.seed)
+    final_targets = build_eval_targets(spec, cfg.seed, final=True)
 
     # 4. Agent: new, or restored with its RNG states
     if checkpoint is None:
@@ -154,12 +155,12 @@ def train(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool = False)
 
     # 6. Learn, evaluating and saving on schedule; then one episode's selection raster per side
     try:
-        learn(model, spec, targets, metrics, run_dir, eval_seed_of(cfg.seed))
+        learn(model, spec, targets, final_targets, metrics, run_dir, eval_seed_of(cfg.seed))
         record_rasters(model, spec, run_dir, cfg.seed)
     finally:
         metrics.close()
         env.close()
-        for target in targets:
+        for target in [*targets, *final_targets]:
             target.env.close()
 
 
@@ -202,14 +203,26 @@ def open_metrics(cfg: DictConfig, spec: RunSpec, run_dir: Path, info: dict[str, 
 
 
 def learn(
-    model: BaseAlgorithm, spec: RunSpec, targets: list[EvalTarget], metrics: MetricsLog, run_dir: Path, eval_seed: int
+    model: BaseAlgorithm,
+    spec: RunSpec,
+    targets: list[EvalTarget],
+    final_targets: list[EvalTarget],
+    metrics: MetricsLog,
+    run_dir: Path,
+    eval_seed: int,
 ) -> None:
     """Learn up to ``spec.total_frames`` in chunks that end at the next evaluation or checkpoint, evaluating every
     ``spec.eval_every`` and checkpointing every ``spec.checkpoint_every`` frames, and both at the end.
 
+    Every evaluation row carries ``eval/episodes``, its episodes per env id and action mode: ``spec.eval_episodes``
+    on the curve's points; the evaluation at the end is the final one, ``spec.final_episodes`` on
+    ``final_targets``, marked ``eval/final: 1``. It is logged before the final checkpoint, so a run killed before
+    it is logged evaluates again after resuming, and exactly one final row remains.
+
     :param model: the agent (its ``num_timesteps`` is where it starts)
     :param spec: the run's spec
     :param targets: the evaluated envs
+    :param final_targets: the same envs with ``spec.final_n_envs`` sub-envs each, for the final evaluation
     :param metrics: where evaluation results go
     :param run_dir: where checkpoints go
     :param eval_seed: the evaluation envs' seed
@@ -236,7 +249,11 @@ def learn(
             previous, frames = frames, model.num_timesteps
             done = frames >= spec.total_frames
             if done or frames // spec.eval_every > previous // spec.eval_every:
-                results = evaluate(model, targets, spec.eval_episodes, eval_seed)
+                episodes = spec.final_episodes if done else spec.eval_episodes
+                results = evaluate(model, final_targets if done else targets, episodes, eval_seed)
+                results["eval/episodes"] = episodes
+                if done:
+                    results["eval/final"] = 1
                 metrics.log(frames, results)
                 train_return, heldout_return = results["eval/train/return_mean"], results["eval/heldout/return_mean"]
                 bar.set_postfix(train=train_return, heldout=heldout_return, refresh=False)

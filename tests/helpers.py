@@ -22,6 +22,7 @@ TINY = [
     "total_frames=256",
     "n_envs=2",
     "eval.episodes=1",
+    "eval.final_episodes=2",
     "eval.every_frames=128",
     "checkpoint.every_frames=128",
     f"env.heldout=[{','.join(HELDOUT)}]",

@@ -105,6 +105,8 @@ class NoSurface(nn.Module):
         (["model.core=byo_cores:NoSurface"], ["lacks the core surface", "initial_state", "episode_starts"]),
         (["agent.policy_kwargs.shared_core=maybe"], ["agent.policy_kwargs.shared_core='maybe'", "true or false"]),
         (["+agent.policy_train_mode=1"], ["agent.policy_train_mode=1", "true or false"]),
+        (["eval.final_episodes=0"], ["eval.final_episodes=0", "a whole number >= 1"]),
+        (["eval.final_n_envs=2.5"], ["eval.final_n_envs=2.5", "a whole number >= 1"]),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path: Path, args: list[str], expected: list[str], train: Run) -> None:

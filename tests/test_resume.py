@@ -62,6 +62,10 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(
     assert rows[: len(before)] == before  # nothing logged before the checkpoint was lost or changed
     assert rows[-1]["frames"] >= total
     assert [row["frames"] for row in rows if "eval/heldout/return_mean" in row] == [1024, 2048, 3072, 4096]
+    # The kill came before the final evaluation: it ran after resuming, once, with eval.final_episodes (2 in TINY).
+    finals = [(row["frames"], row["eval/episodes"]) for row in rows if "eval/final" in row]
+    assert finals == [(total, 2)]
+    assert [row["eval/episodes"] for row in rows if "eval/episodes" in row] == [1, 1, 1, 2]
     sb3_frames = [row["frames"] for row in rows if "time/fps" in row]
     assert sb3_frames == list(range(32, total + 1, 32))  # one SB3 row per rollout, none missing
     info = json.loads((run_dir / "run_info.json").read_text())

@@ -14,7 +14,18 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import HELDOUT, REPO, Run, check_no_duplicates, keys_by_frames, ok, wandb_bytes
+from helpers import (
+    HELDOUT,
+    REPO,
+    TINY,
+    TINY_AGENT,
+    TINY_MODEL,
+    Run,
+    check_no_duplicates,
+    keys_by_frames,
+    ok,
+    wandb_bytes,
+)
 
 import experiments.builders
 import experiments.checkpoint
@@ -188,6 +199,8 @@ def test_tiny_run_logs_train_and_heldout_metrics(
     assert {"time/fps", "train/entropy_loss", "train/value_loss"} <= keys
     evals = [row for row in rows if "eval/train/return_mean" in row]
     assert [row["frames"] for row in evals] == [128, 256]
+    # Episodes per env id: eval.episodes=1 on the curve, eval.final_episodes=2 in the final evaluation (the last row).
+    assert [(row["eval/episodes"], row.get("eval/final")) for row in evals] == [(1, None), (2, 1)]
     assert rows[-1]["frames"] == 256
     activity = {k for k in keys if "unit_activity/" in k}
     selection = {k for k in keys if k.endswith(("/switch_rate", "/selection_entropy"))}
@@ -325,3 +338,31 @@ def test_eval_cli_on_a_checkpoint(tmp_path: Path, train: Run, tiny: Callable[...
     result = json.loads(proc.stdout)
     assert result["frames"] == 256
     assert f"eval/{HELDOUT[1]}/return_mean" in result["metrics"]
+
+
+def test_the_final_evaluation_plays_final_episodes_per_env_on_final_n_envs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from experiments.config import CONFIG_DIR, build_spec
+    from experiments.train import train as run_training
+
+    overrides = [*TINY_MODEL["lstm"], *TINY_AGENT["ppo"], *TINY, "logger.wandb.mode=disabled"]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", [*overrides, "eval.final_episodes=6", "eval.final_n_envs=4"])
+    played = []  # (sub-envs, episodes asked, episodes counted) per run_episodes call
+    real = experiments.eval_loop.run_episodes
+
+    def counting(model, env, n_episodes, deterministic, seed, on_step=None):
+        episodes = real(model, env, n_episodes, deterministic, seed, on_step)
+        played.append((env.num_envs, n_episodes, len(episodes.returns)))
+        return episodes
+
+    monkeypatch.setattr(experiments.eval_loop, "run_episodes", counting)
+    run_training(cfg, build_spec(cfg), tmp_path)
+    evals = [row for row in read_metrics(tmp_path / "metrics.jsonl") if "eval/episodes" in row]
+    marks = [(row["frames"], row["eval/episodes"], row.get("eval/final")) for row in evals]
+    assert marks == [(128, 1, None), (256, 6, 1)]
+    # Three envs (one train, two held-out), sampled and greedy: 1 episode on 1 sub-env each, then 6 on 4.
+    assert played == [(1, 1, 1)] * 6 + [(4, 6, 6)] * 6
