@@ -31,6 +31,16 @@ One step of a unit (the paper's version):
 4. Sparse update. Active units take the new state; inactive units keep ``h`` (and ``c``) bit for bit
    (``torch.where``), and gradient flows through the kept state.
 
+Set-structured input (the paper's Sec. 2.1-2.2): the input may also be a set of ``N`` elements per step,
+``(T, B, N, F)`` for :class:`RIM`, ``(B, N, F)`` for :class:`RIMCell` (for instance a CNN's spatial positions,
+each with its features). Each unit's attention (per head) then runs over the null row and the ``N`` elements: the
+null score is zero, the elements' scores ``q_u . k_n / sqrt(dk)``, a softmax over the ``N + 1`` slots; the ``k``
+units with the least attention on the null row (averaged over heads) are active, and a unit reads its
+attention-weighted mix of the elements' values plus the null value's share, so different units can read different
+elements. The mix is made inside the step (:class:`SetSide`: keys and values of the elements are computed for all
+``T`` at once, the input-to-gate projection of the mix per step); a vector input ``(T, B, F)`` keeps the two-slot
+shortcut above, which equals a set of one element. Only the first layer reads the set.
+
 Attention key sizes are per head, as in the authors' code (paper Table 3: input keys 64, values ``4s``;
 communication keys and values 32, 4 heads).
 
@@ -332,13 +342,15 @@ class RIMCell(nn.Module):
     def input_side(self, input: Tensor) -> InputSide | SetSide:
         """Compute the state-independent work of ``T`` steps at once.
 
-        :param input: ``(T, B, F)``.
-        :return: an :class:`InputSide`, or a :class:`SetSide` (``N = 1``) in ``train()`` when dropout acts on the
-            read value (``dropout_at="outputs"``).
+        :param input: ``(T, B, F)``, or a set ``(T, B, N, F)``.
+        :return: a :class:`SetSide` for a set, and for a vector input in ``train()`` when dropout acts on the read
+            value (``dropout_at="outputs"``, as a set of one element); else an :class:`InputSide`.
         """
         hi, dk = self.input_heads, self.input_key_size
         steps, batch = input.shape[:2]
         keys = (input @ self.weight_key).unflatten(-1, (hi, dk)) * dk**-0.5
+        if input.dim() == 4:
+            return self._set_side(input, keys)
         if self.training and self.dropout and self.dropout_at == "outputs":
             return self._set_side(input.unsqueeze(2), keys.unsqueeze(2))
         # The input slot minus the null slot, per head: the value bias cancels, leaving x W_v W_ih, which
@@ -467,6 +479,11 @@ class RIMCell(nn.Module):
         return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
 
     def forward(self, input: Tensor, hx: State | None = None) -> State:
+        if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
+            raise ValueError(
+                f"expected input of shape (B, {self.input_size}) or a set (B, N, {self.input_size}), "
+                f"got {tuple(input.shape)}"
+            )
         if hx is None:
             hx = self.initial_state(input.shape[0], input.device, input.dtype)
         state, active = self.step(
@@ -509,6 +526,10 @@ class RIM(nn.Module):
     ``RIM(600, 300, num_units=6, k=4)`` replaces ``nn.LSTM(600, 300)``: 6 units of 50 features each, 4 of them
     updated per step.
 
+    It also reads a set of ``N`` input elements of ``F`` features per step, :math:`(T, B, N, F)` (see the module
+    docstring), which ``nn.LSTM`` cannot: :attr:`accepts_sets` tells a caller so (a policy feeds such a core its
+    features as a set and flattens them for other cores).
+
     Args:
         input_size: ``F``, the number of input features.
         hidden_size: ``H``, the total hidden size over all units; must be divisible by ``num_units``.
@@ -537,7 +558,8 @@ class RIM(nn.Module):
 
     Inputs: input, hx, episode_starts
         - **input**: tensor of shape :math:`(T, B, F)`, :math:`(B, T, F)` if ``batch_first``, or
-          :math:`(T, F)` unbatched.
+          :math:`(T, F)` unbatched; or a set of ``N`` elements, :math:`(T, B, N, F)`, :math:`(B, T, N, F)` if
+          ``batch_first``. A set always has its batch dimension (a 3-D input is a batch of vectors).
         - **hx**: ``(h_0, c_0)`` for ``cell="lstm"``, ``h_0`` for ``cell="gru"``; each of shape
           :math:`(L, B, H)`, or :math:`(L, H)` unbatched. Defaults to zeros.
         - **episode_starts** (keyword): bool, laid out like the input's leading dimensions, :math:`(T, B)`,
@@ -574,6 +596,8 @@ class RIM(nn.Module):
         [2]
     """
 
+    accepts_sets = True
+    """Whether :meth:`forward` reads a set of input elements ``(T, B, N, F)`` (``input_size`` is ``F``)."""
     last_active: Tensor | None
 
     def __init__(
@@ -656,8 +680,19 @@ class RIM(nn.Module):
     def forward(
         self, input: Tensor, hx: State | None = None, *, episode_starts: Tensor | None = None
     ) -> tuple[Tensor, State]:
-        x = to_time_major(input, hx, episode_starts, self.batch_first)
-        seq, batch = x.input, x.input.shape[1]
+        if input.dim() not in (2, 3, 4) or input.shape[-1] != self.input_size:
+            f = self.input_size
+            raise ValueError(
+                f"expected input (T, B, {f}), (T, {f}) or a set (T, B, N, {f}) (batch_first: B before T), "
+                f"got {tuple(input.shape)}"
+            )
+        if input.dim() == 4:  # a set: its elements travel as features through the input forms' handling
+            x = to_time_major(input.flatten(2), hx, episode_starts, self.batch_first)
+            seq = x.input.unflatten(2, input.shape[2:])
+        else:
+            x = to_time_major(input, hx, episode_starts, self.batch_first)
+            seq = x.input
+        batch = seq.shape[1]
         state = x.hx if x.hx is not None else self.initial_state(batch, seq.device, seq.dtype)
         expected = (self.num_layers, batch, self.hidden_size)
         for t in state if isinstance(state, tuple) else (state,):

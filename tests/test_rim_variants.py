@@ -236,3 +236,102 @@ def test_authors_model_configs(name: str, plain: str) -> None:
     assert model_label(core, cfg) == model_label(core, {**cfg, **PAPER}) + "_authors"
     rim = RIM(F_IN, **cfg)
     assert all(getattr(rim, n) == v for n, v in AUTHORS.items())
+
+
+# Set-structured input: a set of N elements per step, (T, B, N, F) / (B, N, F).
+
+
+@pytest.mark.parametrize("options", [PAPER, AUTHORS], ids=["paper", "authors"])
+@pytest.mark.parametrize(("cell", "input_heads"), [("lstm", 1), ("gru", 1), ("lstm", 2)])
+def test_cell_reads_a_set_like_the_reference(options: dict, cell: str, input_heads: int) -> None:
+    torch.manual_seed(0)
+    rim_cell = RIMCell(F_IN, H, U, K, cell=cell, input_heads=input_heads, **SMALL, **options).double().eval()
+    with torch.no_grad():  # sharp attention, so that the units' ranking and reads differ
+        for param in (rim_cell.weight_key, rim_cell.weight_hh):
+            param.mul_(3.0 if options is PAPER else 100.0)
+    x, h, c = torch.randn(6, 7, F_IN, dtype=torch.float64), *(torch.randn(6, H, dtype=torch.float64) for _ in "hc")
+    expected, expected_active = reference_step(rim_cell, x, h, c)
+    got = rim_cell(x, (h, c) if cell == "lstm" else h)
+    torch.testing.assert_close(got[0] if cell == "lstm" else got, expected[0], rtol=0, atol=1e-6)
+    if cell == "lstm":
+        torch.testing.assert_close(got[1], expected[1], rtol=0, atol=1e-6)
+    assert torch.equal(rim_cell.last_active, expected_active)
+    assert len({tuple(row.tolist()) for row in expected_active}) > 1
+
+
+@pytest.mark.parametrize("options", [PAPER, AUTHORS], ids=["paper", "authors"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_set_of_one_element_equals_the_vector_input(options: dict, cell: str) -> None:
+    torch.manual_seed(0)
+    rim = RIM(F_IN, H, U, K, cell=cell, num_layers=2, **SMALL, **options).eval()
+    x, hx = torch.randn(6, 3, F_IN), map_state(torch.randn_like, rim.initial_state(3))
+    out, state = rim(x, hx)
+    active = rim.last_active
+    set_out, set_state = rim(x.unsqueeze(2), hx)
+    torch.testing.assert_close(set_out, out, rtol=0, atol=1e-6)
+    torch.testing.assert_close(set_state, state, rtol=0, atol=1e-6)
+    assert torch.equal(rim.last_active, active)
+
+
+def test_different_units_read_different_elements() -> None:
+    """Unit 0's query matches element 0's key, unit 1's element 1's (communication off): changing an element
+    changes only the unit that reads it."""
+    cell = RIMCell(2, 8, num_units=2, k=2, input_key_size=2, comm_heads=1, comm_key_size=2)
+    with torch.no_grad():
+        cell.weight_key.copy_(torch.eye(2))
+        cell.bias_hh[:, 0, :2] = torch.tensor([[20.0, 0.0], [0.0, 20.0]])  # the queries at h = 0
+        cell.weight_out.zero_()  # communication adds a constant
+    elements = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    h = cell(elements)[0].view(2, 4)  # (U, s)
+    for changed in (0, 1):
+        other = elements.clone()
+        other[0, changed, changed] = 2.0
+        h_other = cell(other)[0].view(2, 4)
+        torch.testing.assert_close(h_other[1 - changed], h[1 - changed], rtol=0, atol=1e-6)
+        assert (h_other[changed] - h[changed]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("options", [PAPER, AUTHORS], ids=["paper", "authors"])
+def test_set_input_episode_starts_chunks_and_batch_first(options: dict) -> None:
+    torch.manual_seed(0)
+    rim = RIM(F_IN, H, U, K, num_layers=2, **SMALL, **options).eval()
+    x, hx = torch.randn(8, 3, 5, F_IN), map_state(torch.randn_like, rim.initial_state(3))
+    out, state = rim(x, hx)
+    first, mid = rim(x[:3], hx)
+    second, end = rim(x[3:], mid)
+    torch.testing.assert_close(torch.cat([first, second]), out, rtol=0, atol=1e-6)
+    torch.testing.assert_close(end, state, rtol=0, atol=1e-6)
+    starts = torch.zeros(8, 3, dtype=torch.bool)
+    starts[4, 1] = True
+    reset, _ = rim(x, hx, episode_starts=starts)
+    torch.testing.assert_close(reset[4:, 1:2], rim(x[4:, 1:2])[0], rtol=0, atol=1e-6)
+    assert torch.equal(reset[:, [0, 2]], out[:, [0, 2]])
+    rim.batch_first = True
+    batch_first, _ = rim(x.transpose(0, 1), hx, episode_starts=starts.t())
+    torch.testing.assert_close(batch_first.transpose(0, 1), reset, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dropout_at", ["probabilities", "outputs"])
+def test_gradients_reach_every_element(dropout_at: str) -> None:
+    torch.manual_seed(0)
+    rim = RIM(F_IN, H, U, K, num_layers=2, dropout=0.1, dropout_at=dropout_at, **SMALL).train()
+    x = torch.randn(6, 4, 5, F_IN, requires_grad=True)
+    out, _ = rim(x)
+    assert not torch.equal(out, rim(x)[0])  # dropout acts
+    out.square().sum().backward()
+    assert (x.grad.abs().sum(-1) > 0).all()  # every element of every sample at every step
+    for name, param in rim.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_bad_input_shapes_raise_one_line() -> None:
+    rim, cell = RIM(F_IN, H, U, K), RIMCell(F_IN, H, U, K)
+    with pytest.raises(
+        ValueError, match=r"^expected input \(T, B, 5\), \(T, 5\) or a set \(T, B, N, 5\) .*got \(2, 3, 4, 5, 5\)$"
+    ):
+        rim(torch.randn(2, 3, 4, 5, F_IN))
+    with pytest.raises(ValueError, match=r"^expected input .*got \(2, 3, 4, 6\)$"):
+        rim(torch.randn(2, 3, 4, F_IN + 1))
+    with pytest.raises(ValueError, match=r"^expected input of shape \(B, 5\) or a set \(B, N, 5\), got \(5,\)$"):
+        cell(torch.randn(F_IN))
+    assert RIM.accepts_sets and not hasattr(torch.nn.LSTM, "accepts_sets")
