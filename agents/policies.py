@@ -9,7 +9,13 @@ By default the critic has a recurrent core of its own, of the same kind and size
 ``enable_critic_lstm=True``, core-agnostic here); ``shared_core=True`` gives both heads one core, as the RIMs
 paper's and torch-ac's agents have.
 
-Symbols: ``T`` sequence length, ``B`` batch (environments or sequences), ``F`` features, ``H`` core output size.
+A features extractor with a ``set_shape`` ``(S, F)`` (:class:`agents.MiniGridFeaturesExtractor` with
+``output="set"``) emits a set of ``S`` elements of ``F`` features per step; a core whose class says
+``accepts_sets = True`` (as :class:`rims_rl.RIM`) is then built with ``input_size`` F and reads ``(T, B, S, F)``,
+any other core is built with ``input_size`` S * F and reads the same features flattened, ``(T, B, S * F)``.
+
+Symbols: ``T`` sequence length, ``B`` batch (environments or sequences), ``F`` features, ``H`` core output size,
+``S`` set elements.
 The recurrent state is a :data:`rims_rl.State`, opaque here: it is made by ``core.initial_state`` and threaded
 through; nothing in ``agents`` indexes into it.
 """
@@ -33,7 +39,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from rims_rl import State, make_core, map_state
+from rims_rl import State, make_core, map_state, resolve_core
 
 
 class RecurrentActorCriticPolicy(ActorCriticPolicy):
@@ -51,7 +57,8 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
     :param core: a name registered in :data:`rims_rl.CORES` (``"lstm"``, ``"gru"``, ``"rim"``) or an import path
         ``"package.module:Name"`` of a core (see :func:`rims_rl.make_core`).
     :param core_kwargs: constructor arguments of the core, e.g. ``dict(hidden_size=192, num_units=6, k=4)``;
-        ``input_size`` is the features extractor's ``features_dim``.
+        ``input_size`` is the features extractor's ``features_dim``, or its element size F when the extractor emits
+        a set (``set_shape`` ``(S, F)``) and the core's class has ``accepts_sets = True``.
     :param shared_core: one core for actor and critic; ``False`` gives the critic its own core, built from the
         same ``core`` and ``core_kwargs``.
     :param net_arch: MLP layers after the core, as in SB3 (``dict(pi=[...], vf=[...])`` or a list for both).
@@ -112,10 +119,13 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
         )
 
     def _build_mlp_extractor(self) -> None:
-        self.core = make_core(self.core_name, self.features_dim, **self.core_kwargs)
-        self.critic_core = (
-            None if self.shared_core else make_core(self.core_name, self.features_dim, **self.core_kwargs)
-        )
+        set_shape = getattr(self.features_extractor, "set_shape", None)
+        reads_sets = set_shape is not None and getattr(resolve_core(self.core_name), "accepts_sets", False)
+        # The shape of one step's core input: ``(S, F)`` for a core that reads sets, else ``(features_dim,)``.
+        self.core_input_shape: tuple[int, ...] = tuple(set_shape) if reads_sets else (self.features_dim,)
+        input_size = self.core_input_shape[-1]
+        self.core = make_core(self.core_name, input_size, **self.core_kwargs)
+        self.critic_core = None if self.shared_core else make_core(self.core_name, input_size, **self.core_kwargs)
         self.mlp_extractor = MlpExtractor(
             self.core.hidden_size, net_arch=self.net_arch, activation_fn=self.activation_fn, device=self.device
         )
@@ -149,7 +159,7 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
         """
         features = self.extract_features(obs)
         T, B = episode_starts.shape
-        features = features.view(T, B, -1)
+        features = features.view(T, B, *self.core_input_shape)  # a set (S, F) flattened unless the core reads sets
         if split is None:
             out_pi, out_vf, state = self._cores(features, state, episode_starts)
         else:
@@ -169,8 +179,8 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
     def _cores(
         self, features: th.Tensor, state: State, episode_starts: th.Tensor
     ) -> tuple[th.Tensor, th.Tensor, State]:
-        """The core(s) over ``(T, B, F)`` features: the actor's and the critic's outputs ``(T, B, H)`` (the same
-        tensor with a shared core) and the state after step ``T - 1``."""
+        """The core(s) over ``(T, B, F)`` features (``(T, B, S, F)`` for a core that reads sets): the actor's and the
+        critic's outputs ``(T, B, H)`` (the same tensor with a shared core) and the state after step ``T - 1``."""
         if self.critic_core is None:
             out, state = self.core(features, state, episode_starts=episode_starts)
             return out, out, state

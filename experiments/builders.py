@@ -22,7 +22,7 @@ EVAL_SEED_STREAM = 1
 def build_agent(cfg: DictConfig, spec: RunSpec, env: VecEnv) -> BaseAlgorithm:
     """A new agent for ``env``: the ``agent`` group's keys are constructor kwargs of the registered algorithm
     (:data:`agents.ALGORITHMS`; except ``algo``), ``policy_kwargs`` go to the policy, the ``model`` group picks the
-    core.
+    core and, with ``model.features``, the features extractor's ``output``.
 
     :param cfg: the composed config
     :param spec: the run's checked spec (core and its kwargs)
@@ -39,7 +39,7 @@ def build_agent(cfg: DictConfig, spec: RunSpec, env: VecEnv) -> BaseAlgorithm:
         core=spec.core,
         core_kwargs=dict(spec.core_kwargs),
         features_extractor_class=MiniGridFeaturesExtractor,
-        features_extractor_kwargs=dict(extra.pop("features_extractor_kwargs", None) or {}),
+        features_extractor_kwargs={**(extra.pop("features_extractor_kwargs", None) or {}), "output": spec.features},
         normalize_images=False,
         **extra,
     )

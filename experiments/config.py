@@ -101,15 +101,19 @@ def _group_noun(group: str) -> str:
     return "split (env)" if group == "env" else group
 
 
-def model_label(core: str, core_kwargs: Mapping[str, Any]) -> str:
+def model_label(core: str, core_kwargs: Mapping[str, Any], features: str = "vector") -> str:
     """The short name of a model in run names and reports, the one function every part uses: the core's name (an
-    import path's attribute, lower case), its ``hidden_size``, and ``_u{num_units}`` and ``_k{k}`` for a core
-    with units, whatever its name.
+    import path's attribute, lower case), its ``hidden_size``, ``_u{num_units}`` and ``_k{k}`` for a core with
+    units, whatever its name, and ``_set`` for a model whose features are a set (``model.features=set``).
 
     >>> model_label("rim", {"hidden_size": 192, "num_units": 6, "k": 4})
     'rim192_u6_k4'
     >>> model_label("lstm", {"hidden_size": 64}), model_label("my_pkg.cores:MyCore", {"hidden_size": 32})
     ('lstm64', 'mycore32')
+    >>> model_label("rim", {"hidden_size": 192, "num_units": 6, "k": 4}, "set")
+    'rim192_u6_k4_set'
+    >>> model_label("lstm", {"hidden_size": 192}, "set")
+    'lstm192_set'
     """
     label = f"{core.rpartition(':')[2].lower()}{core_kwargs.get('hidden_size')}"
     for key, tag in (("num_units", "u"), ("k", "k")):
@@ -118,7 +122,21 @@ def model_label(core: str, core_kwargs: Mapping[str, Any]) -> str:
     variant = {n: core_kwargs[n] for n, default in PAPER.items() if core_kwargs.get(n, default) != default}
     if variant:  # the RIM's options beyond the paper (rims_rl.rim.PAPER): "_authors" for all the authors' choices
         label += "_authors" if variant == AUTHORS else "".join(f"_{n}-{v}" for n, v in variant.items())
-    return label
+    return label if features == "vector" else f"{label}_{features}"
+
+
+def split_model(model: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """Split a ``model`` section into what builds the core and what the features extractor reads.
+
+    :param model: the section, e.g. ``{"core": "rim", "features": "set", "hidden_size": 192}``
+    :return: the core, the features (``"vector"`` where the key is absent: configs saved before it existed) and the
+        core's constructor kwargs
+
+    >>> split_model({"core": "lstm", "features": "set", "hidden_size": 64})
+    ('lstm', 'set', {'hidden_size': 64})
+    """
+    kwargs = dict(model)
+    return kwargs.pop("core"), kwargs.pop("features", "vector"), kwargs
 
 
 def derive_seed(*entropy: int) -> int:
@@ -145,7 +163,8 @@ class RunSpec:
 
     :param split: the generalisation split (an :class:`envs.Split`, validated)
     :param core: the core: a registered name (:data:`rims_rl.CORES`) or an import path ``package.module:Name``
-    :param core_kwargs: the core's constructor kwargs (the ``model`` group minus ``core``)
+    :param core_kwargs: the core's constructor kwargs (the ``model`` group minus ``core`` and ``features``)
+    :param features: ``model.features``: the features extractor's ``output`` (``"vector"`` or ``"set"``)
     :param label: :func:`model_label` of the model
     :param algo: a registered algorithm (:data:`agents.ALGORITHMS`), e.g. ``"ppo"``
     :param total_frames: training frames (environment steps over all training envs)
@@ -160,6 +179,7 @@ class RunSpec:
     split: Any
     core: str
     core_kwargs: dict[str, Any]
+    features: str
     label: str
     algo: str
     total_frames: int
@@ -202,8 +222,14 @@ def build_spec(cfg: DictConfig) -> RunSpec:
 
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(model, dict)
-    core = model.pop("core")
-    label = model_label(core, model)
+    core, features, model = split_model(model)
+    label = model_label(core, model, features)
+    output = OmegaConf.select(cfg, "agent.policy_kwargs.features_extractor_kwargs.output", default=None)
+    if output not in (None, features):
+        raise ConfigError(
+            f"agent.policy_kwargs.features_extractor_kwargs.output={output!r} is invalid; expected it unset or "
+            f"{features!r} (model.features chooses it)"
+        )
     try:
         make_core(core, 8, **model)
     except (TypeError, ValueError) as err:
@@ -216,6 +242,7 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         split=split,
         core=core,
         core_kwargs=model,
+        features=features,
         label=label,
         algo=cfg.agent.algo,
         total_frames=scaled_frames(int(cfg.total_frames), scale),
@@ -278,7 +305,7 @@ def _check_constructor_keys(cfg: DictConfig) -> None:
         core = resolve_core(cfg.model.core)
     except ValueError as err:
         raise ConfigError(f"model.core: {err}") from None
-    sections: list[tuple[str, Callable[..., Any], Iterable[str]]] = [("model", core, ("core",))]
+    sections: list[tuple[str, Callable[..., Any], Iterable[str]]] = [("model", core, ("core", "features"))]
     sections.append(("agent", ALGORITHMS[cfg.agent.algo], ("algo", "policy_kwargs")))
     for name, constructor, own in sections:
         allowed = constructor_arguments(constructor)

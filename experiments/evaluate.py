@@ -23,7 +23,15 @@ from omegaconf import DictConfig, OmegaConf
 import envs
 from experiments.builders import load_agent
 from experiments.checkpoint import resolve_checkpoint, run_dir_of
-from experiments.config import CONFIG_DIR, ConfigError, check_command_line, check_config, fail, model_label
+from experiments.config import (
+    CONFIG_DIR,
+    ConfigError,
+    check_command_line,
+    check_config,
+    fail,
+    model_label,
+    split_model,
+)
 from experiments.eval_loop import eval_targets, evaluate
 from experiments.schema import EvalSchema
 
@@ -89,12 +97,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
             target.env.close()
     model_cfg = OmegaConf.to_container(run_cfg.model, resolve=True)
     assert isinstance(model_cfg, dict)
-    core = model_cfg.pop("core")
+    core, features, core_kwargs = split_model(model_cfg)
     return {
         "checkpoint": str(checkpoint.path),
         "frames": int(model.num_timesteps),
         "split": split.name,
-        "model": model_label(core, model_cfg),
+        "model": model_label(core, core_kwargs, features),
         "agent": algo,
         "seed": int(cfg.seed),
         "episodes": episodes,

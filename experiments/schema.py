@@ -138,6 +138,12 @@ def _algorithms() -> list[str]:
     return list(ALGORITHMS)
 
 
+def _extractor_outputs() -> list[str]:
+    from agents.extractors import EXTRACTOR_OUTPUTS
+
+    return list(EXTRACTOR_OUTPUTS)
+
+
 WANDB_MODES = ("online", "offline", "disabled")
 _STRING = of_type(str, "a string")
 _STRINGS = of_type(list, "a list of strings")
@@ -224,13 +230,18 @@ class SplitSection:
 
 @dataclass
 class ModelSection:
-    """The recurrent core (``configs/model/``). Keys other than ``core`` are the core's constructor arguments
-    (``hidden_size``; for ``rim`` also ``num_units``, ``k``, ...), checked by building the core."""
+    """The recurrent core (``configs/model/``). Keys other than ``core`` and ``features`` are the core's constructor
+    arguments (``hidden_size``; for ``rim`` also ``num_units``, ``k``, ...), checked by building the core."""
 
     core: str = field(default=MISSING, metadata=rule(_STRING))
     """A registered core (:data:`rims_rl.CORES`) or an import path ``package.module:Name`` of a class or callable
     taking ``(input_size, **kwargs)`` that returns a core (``forward(input, hx=None, *, episode_starts=None)``,
     ``hidden_size``, ``initial_state``)."""
+    features: str = field(default=MISSING, metadata=rule(one_of(_extractor_outputs)))
+    """What the core reads (:data:`agents.extractors.EXTRACTOR_OUTPUTS`, the features extractor's ``output``):
+    ``vector``, one feature vector per step; ``set``, the view's cells (and direction, mission) as a set of elements,
+    which a core with ``accepts_sets`` (``rim``) reads as a set and any other core flattened. ``vector`` unless a
+    model config says otherwise (the schema's default of ``model``); not a core argument."""
 
 
 @dataclass
@@ -297,8 +308,9 @@ class TrainSchema:
 
     env: Any = field(default=MISSING, metadata=group(SplitSection))
     """The split (``configs/env/<name>.yaml``)."""
-    model: Any = field(default=MISSING, metadata=group(ModelSection))
-    """The recurrent core (``configs/model/<name>.yaml``)."""
+    model: Any = field(default_factory=lambda: {"features": "vector"}, metadata=group(ModelSection))
+    """The recurrent core (``configs/model/<name>.yaml``), composed over ``features: vector``, so that every model
+    config has ``model.features`` (runs saved before the key existed read as ``vector``)."""
     agent: Any = field(default=MISSING, metadata=group(AgentSection))
     """The algorithm (``configs/agent/<name>.yaml``)."""
     logger: LoggerSection = field(default_factory=LoggerSection)

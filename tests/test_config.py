@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from helpers import HELDOUT, REPO, Run, clean_env, ok
+from omegaconf import OmegaConf
 
 import experiments.config
 import experiments.schema
@@ -29,7 +30,7 @@ def test_experiment_preset_overrides_groups(tmp_path: Path, train: Run) -> None:
     ok(proc)
     cfg = yaml.safe_load(proc.stdout)
     assert cfg["env"]["name"] == "doorkey"
-    assert cfg["model"] == {"core": "rim", "hidden_size": 192, "num_units": 6, "k": 4}
+    assert cfg["model"] == {"features": "vector", "core": "rim", "hidden_size": 192, "num_units": 6, "k": 4}
     assert cfg["agent"]["algo"] == "ppo"
     assert cfg["total_frames"] == 300000
 
@@ -104,6 +105,11 @@ class NoSurface(nn.Module):
         (["model.core=byo_cores:NoCore"], ["'byo_cores'", "no attribute 'NoCore'"]),
         (["model.core=byo_cores:NoSurface"], ["lacks the core surface", "initial_state", "episode_starts"]),
         (["agent.policy_kwargs.shared_core=maybe"], ["agent.policy_kwargs.shared_core='maybe'", "true or false"]),
+        (["model.features=foo"], ["model.features='foo' is invalid", "expected one of vector, set"]),
+        (
+            ["model=rim_set", "+agent.policy_kwargs.features_extractor_kwargs.output=vector"],
+            ["features_extractor_kwargs.output='vector'", "'set' (model.features chooses it)"],
+        ),
         (["+agent.policy_train_mode=1"], ["agent.policy_train_mode=1", "true or false"]),
         (["eval.final_episodes=0"], ["eval.final_episodes=0", "a whole number >= 1"]),
         (["eval.final_n_envs=2.5"], ["eval.final_n_envs=2.5", "a whole number >= 1"]),
@@ -152,7 +158,7 @@ def _job_cfg(train: Run, args: list[str]) -> dict[str, Any]:
 def test_dido_presets(train: Run, experiment: str, split: str, frames: int) -> None:
     cfg = _job_cfg(train, [f"experiment={experiment}", "model=dido_rim_k2"])
     assert cfg["env"]["name"] == split and cfg["total_frames"] == frames
-    assert cfg["model"] == {"core": "rim", "hidden_size": 64, "num_units": 4, "k": 2}
+    assert cfg["model"] == {"features": "vector", "core": "rim", "hidden_size": 64, "num_units": 4, "k": 2}
     agent = cfg["agent"]
     assert cfg["n_envs"] == 16
     assert (agent["algo"], agent["n_steps"], agent["batch_size"], agent["n_epochs"]) == ("ppo", 128, 256, 4)
@@ -165,7 +171,27 @@ def test_dido_presets(train: Run, experiment: str, split: str, frames: int) -> N
     assert (agent["ent_coef"], agent["clip_range"], agent["max_grad_norm"]) == (0.01, 0.2, 0.5)
     assert set(DIDO_TABLE.values[split]) <= set(cfg["env"]["train"] + cfg["env"]["heldout"])
     default_model = _job_cfg(train, [f"experiment={experiment}"])["model"]
-    assert default_model == {"core": "lstm", "hidden_size": 64}
+    assert default_model == {"features": "vector", "core": "lstm", "hidden_size": 64}
+
+
+@pytest.mark.parametrize(
+    ("args", "features", "label"),
+    [
+        (["model=rim_set"], "set", "rim192_u6_k4_set"),
+        (["model=lstm", "model.features=set"], "set", "lstm192_set"),
+        (["model=rim"], "vector", "rim192_u6_k4"),
+    ],
+)
+def test_model_features_choose_the_extractor_output_and_mark_the_label(
+    train: Run, args: list[str], features: str, label: str
+) -> None:
+    from experiments.config import build_spec
+
+    cfg = _job_cfg(train, args)
+    assert cfg["model"]["features"] == features
+    spec = build_spec(OmegaConf.create(cfg))
+    assert (spec.features, spec.label) == (features, label)
+    assert "features" not in spec.core_kwargs
 
 
 def test_dido_model_labels_match_the_published_keys() -> None:
