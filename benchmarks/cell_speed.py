@@ -16,10 +16,14 @@ JAX (``rims_rl.jax`` against Flax's ``OptimizedLSTMCell(192)`` and ``torch.nn.LS
   ``OptimizedLSTMCell``) at ``B=16`` and ``B=1024``, carrying the state, as a rollout next to a host env does;
 - compile time (the first call), reported separately.
 
+With ``--set-elements N``, also the RIM reading a set (``RIM(32, 64, num_units=4, k=3)``, ``train`` at
+``T=32, B=64``): ``N`` elements of 32 features per step, against a set of one element and the vector input.
+
 On CPU torch runs one thread and XLA is pinned to one thread (``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
 intra_op_parallelism_threads=1``, set before jax is imported); ``--device gpu`` runs both on the first GPU.
 
-Run: ``python benchmarks/cell_speed.py [--repeats 15] [--device cpu|gpu] [--frameworks torch jax]`` from the
+Run: ``python benchmarks/cell_speed.py [--repeats 15] [--device cpu|gpu] [--frameworks torch jax]
+[--set-elements N]`` from the
 repository root (``PYTHONPATH=.`` when ``rims_rl`` is not installed).
 """
 
@@ -42,6 +46,7 @@ INPUT, HIDDEN, UNITS, K = 64, 192, 6, 4
 TRAIN_T, TRAIN_B = 32, 64
 ROLLOUT_STEPS, ROLLOUT_B = 128, 16
 JAX_ROLLOUT_BATCHES = (16, 1024)
+SET_INPUT, SET_HIDDEN, SET_UNITS, SET_K = 32, 64, 4, 3
 XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
@@ -105,6 +110,21 @@ def torch_section(device: torch.device, repeats: int) -> None:
             fns = {"rim": synchronized(make(rim), device), "base": synchronized(make(baseline), device)}
             ms = median_ms(fns, repeats)
             print(f"{cell:<6}{workload:<10}{ms['rim']:>10.2f}{ms['base']:>10.2f}{ms['rim'] / ms['base']:>10.2f}")
+
+
+def set_section(device: torch.device, repeats: int, elements: int) -> None:
+    rim = RIM(SET_INPUT, SET_HIDDEN, num_units=SET_UNITS, k=SET_K, device=device)
+    xs = {
+        "vector (T, B, F)": torch.randn(TRAIN_T, TRAIN_B, SET_INPUT, device=device),
+        "set N=1": torch.randn(TRAIN_T, TRAIN_B, 1, SET_INPUT, device=device),
+        f"set N={elements}": torch.randn(TRAIN_T, TRAIN_B, elements, SET_INPUT, device=device),
+    }
+    ms = median_ms({name: synchronized(train_step(rim, x), device) for name, x in xs.items()}, repeats)
+    sizes = f"RIM({SET_INPUT}, {SET_HIDDEN}, num_units={SET_UNITS}, k={SET_K})"
+    print(f"\nset input: {sizes}, train T={TRAIN_T} B={TRAIN_B}, {repeats} repeats, medians")
+    print(f"{'input':<20}{'ms':>10}{'/vector':>10}")
+    for name, value in ms.items():
+        print(f"{name:<20}{value:>10.2f}{value / ms['vector (T, B, F)']:>10.2f}")
 
 
 def jax_section(device: torch.device, repeats: int) -> None:
@@ -199,6 +219,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--frameworks", nargs="+", choices=("torch", "jax"), default=["torch", "jax"])
+    parser.add_argument("--set-elements", type=int, default=0, help="also time the RIM over a set of N elements")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "gpu" else "cpu")
     if args.device == "cpu":
@@ -207,6 +228,8 @@ def main() -> None:
     torch.manual_seed(0)
     if "torch" in args.frameworks:
         torch_section(device, args.repeats)
+        if args.set_elements:
+            set_section(device, args.repeats, args.set_elements)
     if "jax" in args.frameworks:
         if importlib.util.find_spec("jax") is None:
             print('\njax is not installed: JAX side skipped (pip install -c constraints.txt -e ".[jax]")')
