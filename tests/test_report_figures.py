@@ -130,6 +130,7 @@ def test_report_on_real_tiny_sweep(tmp_path: Path, run_cli: Run) -> None:
         "total_frames=256",
         "eval.every_frames=128",
         "eval.episodes=1",
+        "eval.final_episodes=2",
         "checkpoint.every_frames=256",
         f"env.heldout=[{HELDOUT[1]}]",
         f"hydra.sweep.dir={sweep}",
@@ -171,6 +172,7 @@ def test_report_on_real_tiny_sweep(tmp_path: Path, run_cli: Run) -> None:
         assert float(row["mean"]) == pytest.approx(np.mean(finals))
     md = (out / "report.md").read_text()
     assert "Published vs ours: dido_table" in md and "0.84" in md
+    assert "Episodes per env id and action mode: 2 in the final evaluation (the final scores); 1 at the curves'" in md
     for info in infos.values():
         assert info["wandb_id"] in md
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))

@@ -4,6 +4,7 @@ hand-written run directories (real input files, in the runner's format); the pub
 from __future__ import annotations
 
 import doctest
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from handwritten import REPS, final_row, read_csv, score_of, write_run, write_sw
 from helpers import Run, ok
 
 import experiments.published
+import experiments.report
 import experiments.report.options
 import experiments.report.runs
 import experiments.report.stats
@@ -134,6 +136,37 @@ def test_greedy_final_evals_single_seed_and_split_without_published(tmp_path: Pa
     assert "greedy-action" in md and "mean of its last 2 evaluations" in md
     assert "n=1, no CI" in md
     assert "Published vs ours" not in md
+
+
+def test_the_report_states_the_episode_counts_of_final_scores_and_curve_points(tmp_path: Path) -> None:
+    write_run(tmp_path / "new" / "0", "lstm64", 0, [100, 200, 300])
+    write_run(tmp_path / "old" / "0", "lstm64", 0, [100, 200, 300])  # logged before eval/episodes existed
+    # The new run as rims-rl-train logs it now: 10 episodes per curve point, 100 in the final evaluation.
+    path = tmp_path / "new" / "0" / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        if "eval/train/return_mean" in row:
+            row.update({"eval/episodes": 100, "eval/final": 1} if row["frames"] == 300 else {"eval/episodes": 10})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    def counts_line(sweep: str, *args: str) -> str:
+        out = tmp_path / f"{sweep}{len(args)}"
+        experiments.report.main([str(tmp_path / sweep), "--out", str(out), "--reps", REPS, *args])
+        (line,) = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("Episodes")]
+        return line
+
+    def expected(final: str, curve: str, behind: str = "the final evaluation") -> str:
+        head = "Episodes per env id and action mode:"
+        return f"{head} {final} in {behind} (the final scores); {curve} at the curves' other points."
+
+    assert counts_line("new") == expected("100", "10")
+    assert counts_line("new", "--final-evals", "2") == expected("10, 100", "10", "the last 2 evaluations")
+    unknown = "not recorded (runs from before `eval/episodes` was logged: their `eval.episodes`, 10 by default)"
+    assert counts_line("old") == expected(unknown, unknown)
+    # The final score is still the last row: the final evaluation.
+    run = ReportRun(tmp_path / "new" / "0", {}, rows)
+    assert run.final("eval/heldout/return_mean") == score_of("lstm64", 0, 300, "heldout", "return_mean")
+    assert run.episodes() == ({100}, {10}) and run.episodes(final_evals=2) == ({10, 100}, {10})
 
 
 def test_several_dirs_and_nested_runs(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from experiments.published import Published, for_split
 from experiments.report.options import STAT_NAMES, Options
-from experiments.report.runs import HELDOUT, TRAIN, short_env, split_envs
+from experiments.report.runs import HELDOUT, TRAIN, Run, short_env, split_envs
 from experiments.report.split import SplitReport
 from experiments.report.stats import Estimate
 from experiments.report.tables import STATIC_SWITCH_RATE, FinalRow, SelectionRow, static_selection
@@ -62,6 +62,8 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
             f"## Split `{rep.split}`",
             "",
             f"Train: {', '.join(f'`{e}`' for e in train)}; held-out: {', '.join(f'`{e}`' for e in heldout)}.",
+            "",
+            _episodes_line(runs, opts.final_evals),
             "",
         ]
         for figure in rep.figures:
@@ -191,6 +193,29 @@ def _static_share(row: SelectionRow) -> str:
         return "not logged"
     missing = row.runs - row.logged
     return f"{row.static}/{row.logged}" + (f" ({missing} not logged)" if missing else "")
+
+
+def _episodes_line(runs: Sequence[Run], final_evals: int) -> str:
+    """The episode counts per env id behind the final scores and behind the curves' points, read from the rows."""
+    final: set[int | None] = set()
+    curve: set[int | None] = set()
+    for run in runs:
+        last, others = run.episodes(final_evals)
+        final |= last
+        curve |= others
+    behind = "the final evaluation" if final_evals == 1 else f"the last {final_evals} evaluations"
+    return (
+        f"Episodes per env id and action mode: {_counts(final)} in {behind} (the final scores); "
+        f"{_counts(curve)} at the curves' other points."
+    )
+
+
+def _counts(counts: set[int | None]) -> str:
+    """``"100"``, ``"10, 20"``; a ``None`` count reads "not recorded" (runs logged before ``eval/episodes``)."""
+    parts = [str(n) for n in sorted(n for n in counts if n is not None)]
+    if None in counts:
+        parts.append("not recorded (runs from before `eval/episodes` was logged: their `eval.episodes`, 10 by default)")
+    return ", ".join(parts) or "none"
 
 
 def _published_section(ref: Published, rep: SplitReport, by: dict[tuple[str, str], FinalRow]) -> list[str]:

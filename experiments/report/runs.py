@@ -19,6 +19,8 @@ PROG = "rims-rl-report"
 INFO_KEYS = ("split", "model", "seed", "train_envs", "heldout_envs")
 #: Pooled scopes of the eval metrics (``eval/<scope>/<stat>``); the other scopes are env ids.
 TRAIN, HELDOUT = "train", "heldout"
+#: An eval row's episodes per env id and action mode, and the mark of the final evaluation (``rims-rl-train``).
+EPISODES, FINAL = "eval/episodes", "eval/final"
 
 
 class ReportError(ValueError):
@@ -62,6 +64,17 @@ class Run:
         """
         _, values = self.curve(key)
         return float(values[-final_evals:].mean()) if len(values) else math.nan
+
+    def episodes(self, final_evals: int = 1) -> tuple[set[int | None], set[int | None]]:
+        """The episode counts (per env id and action mode, ``eval/episodes``) behind this run's scores.
+
+        :param final_evals: how many of the last evaluations make the final score (as :meth:`final`)
+        :return: the counts of those last evaluations, and of the curve's other points; ``None`` where a row does
+            not record it (runs logged before ``eval/episodes`` existed)
+        """
+        rows = sorted((row for row in self.rows if f"eval/{TRAIN}/return_mean" in row), key=lambda row: row["frames"])
+        counts = [int(row[EPISODES]) if EPISODES in row else None for row in rows]
+        return set(counts[-final_evals:]), set(counts[:-final_evals])
 
     @property
     def last_eval_frames(self) -> int:
