@@ -178,6 +178,7 @@ def test_dido_presets(train: Run, experiment: str, split: str, frames: int) -> N
     ("args", "features", "label"),
     [
         (["model=rim_set"], "set", "rim192_u6_k4_set"),
+        (["model=rim_set_authors"], "set", "rim192_u6_k4_authors_set"),
         (["model=lstm", "model.features=set"], "set", "lstm192_set"),
         (["model=rim"], "vector", "rim192_u6_k4"),
     ],
@@ -234,6 +235,7 @@ def test_cpu_small_budget_scales_frames(tmp_path: Path, train: Run) -> None:
         "checkpoint.every_frames=1280",
         "budget=cpu_small",
         "eval.episodes=1",
+        "eval.final_episodes=1",
         f"env.heldout=[{HELDOUT[0]}]",
         "logger.wandb.mode=disabled",
         f"hydra.run.dir={run_dir}",
