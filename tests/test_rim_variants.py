@@ -138,13 +138,16 @@ def test_without_attention_bias_units_tie_at_an_episode_start(cell: str) -> None
     assert not (biased.last_active == biased.last_active[0]).all()
 
 
-def test_authors_rim_trains_and_drops_out_only_in_train() -> None:
+@pytest.mark.parametrize("input_heads", [1, 2])
+@pytest.mark.parametrize("dropout_at", ["probabilities", "outputs"])
+def test_authors_rim_trains_and_drops_out_only_in_train(dropout_at: str, input_heads: int) -> None:
     torch.manual_seed(0)
-    rim = RIM(F_IN, H, U, K, num_layers=2, dropout=0.3, **SMALL, **AUTHORS)
+    options = {**SMALL, **AUTHORS, "dropout_at": dropout_at, "input_heads": input_heads}
+    rim = RIM(F_IN, H, U, K, num_layers=2, dropout=0.3, **options)
     x = torch.randn(6, 4, F_IN, requires_grad=True)
     rim.eval()
     assert torch.equal(rim(x)[0], rim(x)[0])
-    plain = RIM(F_IN, H, U, K, num_layers=2, **SMALL, **AUTHORS)
+    plain = RIM(F_IN, H, U, K, num_layers=2, **options)
     plain.load_state_dict(rim.state_dict())
     assert torch.equal(rim(x)[0], plain(x)[0])
     rim.train()
