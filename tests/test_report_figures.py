@@ -156,6 +156,11 @@ def test_report_on_real_tiny_sweep(tmp_path: Path, run_cli: Run) -> None:
     # The sweep has a RIM model: its activation patterns come as a figure, embedded in the report.
     assert (out / "empty_unit_activity.png").stat().st_size > 1000
     assert "(empty_unit_activity.png)" in (out / "report.md").read_text()
+    # ... and so do its selection rasters and its switch rates (the LSTM has none).
+    assert (out / "empty_selection_raster.png").stat().st_size > 1000
+    assert "(empty_selection_raster.png)" in (out / "report.md").read_text()
+    rim_labels = {info["model"] for info in infos.values() if info["core"] == "rim"}
+    assert [row["model"] for row in read_csv(out / "empty_selection.csv")] == sorted(rim_labels)
     rows = read_csv(out / "empty_final.csv")
     labels = {info["model"] for info in infos.values()}
     assert {r["model"] for r in rows} == labels and len(labels) == 2

@@ -18,10 +18,15 @@ What is written to ``--out`` (default ``<first dir>/report``), per split ``<s>``
   eval curve, interpolated linearly onto the frames that all seeds cover, with a 95% percentile-bootstrap band
   across seeds; ``<s>_unit_activity.{png,svg}`` (runs of cores that report their active units, such as RIMs):
   which units are active on each env at the last evaluation, one heatmap per model and seed;
+  ``<s>_selection_raster.{png,svg}``: the episode each such run recorded at the end of training
+  (:mod:`experiments.selection`), for the first seed of each model: active units per step, with the episode's
+  events;
 - ``<s>_final.csv``: final return and success rate per model and scope: IQM with a 95% stratified-bootstrap CI
   (rliable), mean, standard deviation and number of seeds; ``<s>_improvement.csv``: the probability that each
   model beats each model of the baseline core (``--baseline``, default ``lstm``) on the held-out envs (rliable,
-  averaged over held-out env ids), with CI;
+  averaged over held-out env ids), with CI; ``<s>_selection.csv`` (models whose cores report units): train and
+  held-out switch rate and set entropy at each run's last evaluation, mean over runs, and how many runs have a
+  "static selection" (switch rate below 1% on both the train and the held-out envs; flagged in the runs table);
 - ``report.md`` embedding all of it, the runs (seed, frames, W&B id) and, when published numbers exist for the
   split (:mod:`experiments.published`), those numbers beside ours.
 
