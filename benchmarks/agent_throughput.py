@@ -1,16 +1,20 @@
 """Training throughput of recurrent PPO: ours (lstm, gru, rim) against sb3-contrib's RecurrentPPO and SB3's PPO.
 
-Settings (the agents issue): MiniGrid-Empty-5x5-v0, 16 envs in one process (DummyVecEnv), n_steps 128,
+Settings (the agents issue): MiniGrid-Empty-5x5-v0 (``--env``), 16 envs in one process (DummyVecEnv), n_steps 128,
 batch 256, 4 epochs, the same MiniGrid CNN features extractor for every variant, total hidden size 192
 (RIM: 6 units of 32, k=4), one torch thread. Each variant runs in its own subprocess (so peak memory is its own),
 first a warm-up iteration, then ``--iterations`` timed iterations of 2,048 env steps.
 
 ``*_shared``: one recurrent core for actor and critic; otherwise the critic has its own (both libraries' default).
+``*_set``: the extractor emits the view as a set of elements (``output="set"``, ``model.features=set``): the RIM reads
+the set, the LSTM the same set flattened.
 
 Reported per variant: env-steps/s, the ratio to sb3-contrib's LSTM measured in the same run, the largest
 training minibatch in rows (padding included), and the subprocess's peak RSS.
 
     python benchmarks/agent_throughput.py --iterations 5
+    python benchmarks/agent_throughput.py --env MiniGrid-DoorKey-5x5-v0 \
+        --variants ours_rim ours_rim_set ours_lstm ours_lstm_set
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 VARIANTS = (
     "sb3_ppo", "sb3_contrib_lstm", "sb3_contrib_lstm_shared",
     "ours_lstm", "ours_gru", "ours_rim", "ours_lstm_shared", "ours_gru_shared", "ours_rim_shared",
+    "ours_lstm_set", "ours_rim_set",
 )  # fmt: skip
 HIDDEN = 192
 
@@ -47,27 +52,29 @@ def build(variant: str, env: Any) -> Any:
         return ContribRecurrentPPO(
             "MultiInputLstmPolicy", env, policy_kwargs=dict(lstm_hidden_size=HIDDEN, **shared, **extractor), **common
         )
-    core, _, shared_core = variant.removeprefix("ours_").partition("_")
+    core, _, option = variant.removeprefix("ours_").partition("_")
     core_kwargs: dict[str, Any] = dict(hidden_size=HIDDEN)
     if core == "rim":
         core_kwargs.update(num_units=6, k=4)
+    if option == "set":
+        extractor["features_extractor_kwargs"] = dict(output="set")
     return RecurrentPPO(
         "MultiInputRecurrentPolicy",
         env,
         sequence_length=32,
-        policy_kwargs=dict(core=core, core_kwargs=core_kwargs, shared_core=bool(shared_core), **extractor),
+        policy_kwargs=dict(core=core, core_kwargs=core_kwargs, shared_core=option == "shared", **extractor),
         **common,
     )
 
 
-def measure(variant: str, iterations: int) -> dict[str, Any]:
+def measure(variant: str, iterations: int, env_id: str) -> dict[str, Any]:
     """Time one variant in this process; returns the figures as a dict."""
     import torch
 
     from envs import make_vec_env
 
     torch.set_num_threads(1)
-    env = make_vec_env("MiniGrid-Empty-5x5-v0", n_envs=16, seed=0)
+    env = make_vec_env(env_id, n_envs=16, seed=0)
     model = build(variant, env)
     rows = [0]
     get = model.rollout_buffer.get
@@ -96,15 +103,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=5, help="timed PPO iterations of 2,048 steps each")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--env", default="MiniGrid-Empty-5x5-v0", help="the MiniGrid env id")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.iterations)))
+        print(json.dumps(measure(args.child, args.iterations, args.env)))
         return
     results = []
     for variant in args.variants:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", variant, "--iterations", str(args.iterations)],
+            [sys.executable, __file__, "--child", variant, "--iterations", str(args.iterations), "--env", args.env],
             check=True,
             capture_output=True,
             text=True,
