@@ -61,10 +61,11 @@ class MiniGridFeaturesExtractor(BaseFeaturesExtractor):
       is added, and a shared per-cell network ``Linear(F, F)``, ReLU, ``Linear(F, F)`` maps the sum to the element.
       Per-cell embeddings, not a CNN: MiniGrid's symbolic cells already are one object each, so a cell is the
       element the paper's CNN positions stand for, and the position embedding keeps identical objects at
-      different places apart (the last layer has no ReLU, so no cell is the all-zero null input). Cell ``(i, j)``
-      of the observation space's H x W view is element ``i * W + j``. The values must be the raw indices: build
-      the policy with ``normalize_images=False``.
-    - Direction (``direction_dim > 0``): a bias-free ``Linear(N, F)`` on the one-hot direction, element H * W.
+      different places apart (no ReLU after the last layer, so elements are not clipped to the null input's zeros).
+      Cell ``(i, j)`` of the observation space's H x W view is element ``i * W + j``. The values must be the raw
+      indices: build the policy with ``normalize_images=False``.
+    - Direction (where ``direction_dim > 0``; F features, whatever ``direction_dim``): a bias-free
+      ``Linear(N, F)`` on the one-hot direction, element H * W.
     - Mission (``mission_encoder != "none"``): the mission encoding through ``Linear(features, F)``, the last
       element; as invariant to trailing padding as the encoding.
 

@@ -101,7 +101,7 @@ def fill_buffer(model: RecurrentPPO) -> None:
 
 
 @pytest.mark.parametrize("shared_core", [False, True])
-@pytest.mark.parametrize("core", [SET_CORE, "lstm"])
+@pytest.mark.parametrize("core", list(READS_SETS))
 def test_replaying_the_buffer_reproduces_rollout_log_probs_and_values_with_a_set(core: str, shared_core: bool) -> None:
     model = ppo(core, shared_core=shared_core)
     fill_buffer(model)
@@ -120,7 +120,7 @@ def test_replaying_the_buffer_reproduces_rollout_log_probs_and_values_with_a_set
     assert n_rows == model.n_steps * model.n_envs
 
 
-@pytest.mark.parametrize("core", [SET_CORE, "lstm"])
+@pytest.mark.parametrize("core", list(READS_SETS))
 def test_save_load_keeps_the_set_input(core: str, tmp_path: Path) -> None:
     model = ppo(core)
     model.learn(64)
