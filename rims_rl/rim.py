@@ -130,7 +130,8 @@ class SetSide(NamedTuple):
     """
 
     keys: Tensor
-    """``(T, B, N, Hi, dk)``: keys of the elements, scaled by ``1 / sqrt(dk)`` (the null key is zero)."""
+    """``(T, B, N, Hi, dk)``: keys of the elements (the null key is zero); the step scales the (smaller) queries
+    by ``1 / sqrt(dk)``."""
     values: Tensor
     """``(T, B, N, Hi, dv)``: values of the elements less the value bias, ``x_n W_v``."""
     weight_ih: Tensor
@@ -348,11 +349,12 @@ class RIMCell(nn.Module):
         """
         hi, dk = self.input_heads, self.input_key_size
         steps, batch = input.shape[:2]
-        keys = (input @ self.weight_key).unflatten(-1, (hi, dk)) * dk**-0.5
+        keys = (input @ self.weight_key).unflatten(-1, (hi, dk))
         if input.dim() == 4:
             return self._set_side(input, keys)
         if self.training and self.dropout and self.dropout_at == "outputs":
             return self._set_side(input.unsqueeze(2), keys.unsqueeze(2))
+        keys = keys * dk**-0.5
         # The input slot minus the null slot, per head: the value bias cancels, leaving x W_v W_ih, which
         # multi_dot evaluates in the cheaper order for this T * B.
         x = input.flatten(0, 1)
@@ -428,7 +430,7 @@ class RIMCell(nn.Module):
         :return: ``gates_x = W_ih read + b_ih``, ``(U, B, G)``, and each unit's attention off the null row averaged
             over heads, ``(U, B, 1)``, that ranks the units.
         """
-        scores = torch.einsum("ubhk,bnhk->ubhn", query, side.keys)
+        scores = torch.einsum("ubhk,bnhk->ubhn", query * self.input_key_size**-0.5, side.keys)
         probs = torch.softmax(F.pad(scores, (1, 0)), -1)  # (U, B, Hi, 1 + N), the null row first with score 0
         presence = 1.0 - probs[..., 0].mean(-1, keepdim=True)
         if dropout and self.dropout_at == "probabilities":
