@@ -596,6 +596,8 @@ class RIM(nn.Module):
         (torch.Size([5, 3, 24]), torch.Size([2, 3, 24]), torch.Size([5, 3, 2, 4]))
         >>> rim.last_active.sum(-1).unique().tolist()
         [2]
+        >>> rim(torch.randn(5, 3, 7, 10))[0].shape  # a set of 7 elements per step
+        torch.Size([5, 3, 24])
     """
 
     accepts_sets = True
