@@ -29,7 +29,6 @@ and over all evaluated envs (``eval/...``), counted over the steps of the counte
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -124,44 +123,22 @@ class Switches(NamedTuple):
     pairs: int
 
 
-def count_switches(active: np.ndarray, episode_starts: np.ndarray) -> Switches:
-    """Count the steps at which a layer's active set changes, within episodes.
-
-    :param active: ``(T, B, L, U)`` bool, the active units at each step
-    :param episode_starts: ``(T, B)`` bool, whether step ``t`` of sample ``b`` starts an episode (then
-        ``(t - 1, t)`` is not a pair)
-    :return: the switches and the pairs
-
-    >>> fixed = np.array([[1, 1, 0]] * 4, dtype=bool)[:, None, None]  # (4, 1, 1, 3): one set at every step
-    >>> alternating = np.array([[1, 1, 0], [0, 1, 1]] * 2, dtype=bool)[:, None, None]
-    >>> starts = np.array([[True], [False], [True], [False]])  # two episodes of two steps
-    >>> count_switches(fixed, starts), count_switches(alternating, starts)
-    (Switches(switches=0, pairs=2), Switches(switches=2, pairs=2))
-    """
-    if active.ndim != 4 or episode_starts.shape != active.shape[:2]:
-        raise ValueError(
-            f"expected active (T, B, L, U) and episode_starts (T, B), got {active.shape} and {episode_starts.shape}"
-        )
-    changed = (active[1:] != active[:-1]).any(axis=-1)  # (T - 1, B, L)
-    within = ~np.asarray(episode_starts[1:], dtype=bool)  # (T - 1, B)
-    return Switches(int(changed[within].sum()), int(within.sum()) * active.shape[2])
-
-
-def set_entropy(counts: Counter[tuple[int, bytes]]) -> float:
+def set_entropy(active: np.ndarray) -> float:
     r"""The entropy of the active sets, per layer, averaged over layers (see the module docstring).
 
-    :param counts: ``(layer, set) -> steps`` with that set active in that layer (a set is any hashable code)
-    :return: the mean over layers of :math:`-\sum_S p(S) \log_2 p(S)`, in bits
+    :param active: ``(N, L, U)`` bool, the active units of ``N`` steps (or the same bits packed along ``U``, as
+        :func:`numpy.packbits` does: equal sets stay equal)
+    :return: the mean over layers of :math:`-\sum_S p(S) \log_2 p(S)`, with :math:`p(S)` the fraction of the
+        steps at which exactly the units of :math:`S` are active in that layer, in bits
 
-    >>> set_entropy(Counter({(0, b"a"): 6})), set_entropy(Counter({(0, b"a"): 3, (0, b"b"): 3, (1, b"a"): 6}))
+    >>> a, b = [True, True, False], [False, True, True]
+    >>> set_entropy(np.array([[a], [a], [a]])), set_entropy(np.array([[a, a], [b, a], [a, a], [b, a]]))
     (0.0, 0.5)
     """
-    layers: dict[int, list[int]] = {}
-    for (layer, _), n in counts.items():
-        layers.setdefault(layer, []).append(n)
     entropies = []
-    for ns in layers.values():
-        p = np.array(ns, dtype=float) / sum(ns)
+    for layer in range(active.shape[1]):
+        _, counts = np.unique(active[:, layer], axis=0, return_counts=True)
+        p = counts / counts.sum()
         entropies.append(float(-(p * np.log2(p)).sum()) + 0.0)  # + 0.0: no -0.0
     return float(np.mean(entropies))
 
@@ -178,7 +155,7 @@ class SelectionStats:
         self.active: np.ndarray | None = None  # (L, U) steps active
         self.steps = 0
         self.switches = Switches(0, 0)
-        self.sets: Counter[tuple[int, bytes]] = Counter()  # (layer, packed active set) -> steps
+        self.sets: list[np.ndarray] = []  # (B', L, ceil(U / 8)) uint8 per step: the active sets, packed
         self.previous: np.ndarray | None = None  # (B, L, U): every sub-env's active units at the last step
 
     def update(self, counted: np.ndarray, episode_starts: np.ndarray) -> None:
@@ -195,13 +172,12 @@ class SelectionStats:
         total = rows.sum(axis=0)
         self.active = total if self.active is None else self.active + total
         self.steps += len(rows)
-        for packed in np.packbits(rows, axis=-1):  # (L, ceil(U / 8)) per row
-            self.sets.update((layer, code.tobytes()) for layer, code in enumerate(packed))
-        if self.previous is not None:
-            pair = np.stack([self.previous[counted], rows])  # (2, B', L, U)
-            starts = np.stack([np.ones(len(rows), dtype=bool), np.asarray(episode_starts, dtype=bool)[counted]])
-            found = count_switches(pair, starts)
-            self.switches = Switches(self.switches.switches + found.switches, self.switches.pairs + found.pairs)
+        self.sets.append(np.packbits(rows, axis=-1))
+        if self.previous is not None:  # pairs (last step, this step) of the sub-envs not starting an episode
+            changed = (self.previous[counted] != rows).any(axis=-1)  # (B', L)
+            within = ~episode_starts[counted]  # (B',)
+            switches, pairs = int(changed[within].sum()), int(within.sum()) * rows.shape[1]
+            self.switches = Switches(self.switches.switches + switches, self.switches.pairs + pairs)
         self.previous = current
 
     def metrics(self, prefix: str) -> dict[str, float]:
@@ -219,7 +195,7 @@ class SelectionStats:
         }
         if self.switches.pairs:
             metrics[f"{prefix}/switch_rate"] = self.switches.switches / self.switches.pairs
-        metrics[f"{prefix}/selection_entropy"] = set_entropy(self.sets)
+        metrics[f"{prefix}/selection_entropy"] = set_entropy(np.concatenate(self.sets))
         return metrics
 
     def __iadd__(self, other: SelectionStats) -> SelectionStats:
@@ -230,7 +206,7 @@ class SelectionStats:
             self.switches = Switches(
                 self.switches.switches + other.switches.switches, self.switches.pairs + other.switches.pairs
             )
-            self.sets += other.sets
+            self.sets += other.sets  # the lists, not their arrays, are joined
         return self
 
 

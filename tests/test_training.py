@@ -149,13 +149,15 @@ def test_a_fixed_set_has_no_switches_and_no_entropy() -> None:
 
 
 def test_set_entropy_is_the_entropy_of_the_active_sets_per_layer() -> None:
-    from collections import Counter
-
-    uniform = Counter({(0, b"a"): 2, (0, b"b"): 2, (0, b"c"): 2})
+    a, b, c = [True, True, False, False], [False, True, True, False], [False, False, True, True]
+    uniform = np.array([[a], [b], [c], [a], [b], [c]])  # (6, 1, 4): three sets, equally often
     assert experiments.eval_loop.set_entropy(uniform) == pytest.approx(np.log2(3))
-    skewed = Counter({(0, b"a"): 3, (0, b"b"): 1, (1, b"a"): 4})
-    expected = -(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25)) / 2  # layer 1 has one set: 0 bits
+    # Layer 0: a three times, b once; layer 1: always c (0 bits). The units' own activity does not matter:
+    # b and c have unit 2 in common, a and b unit 1.
+    skewed = np.array([[a, c], [a, c], [b, c], [a, c]])  # (4, 2, 4)
+    expected = -(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25)) / 2
     assert experiments.eval_loop.set_entropy(skewed) == pytest.approx(expected)
+    assert experiments.eval_loop.set_entropy(np.packbits(skewed, axis=-1)) == pytest.approx(expected)
 
 
 def test_eval_targets_qualify_an_env_id_on_both_sides_and_use_each_sides_levels() -> None:
