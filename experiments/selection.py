@@ -220,9 +220,12 @@ def draw_raster(ax: Axes, episode: SelectionEpisode, title: str) -> None:
 
 
 def panel_title(episode: SelectionEpisode) -> str:
-    """``"held-out: MiniGrid-DoorKey-8x8-v0, return 0.812"``."""
+    """``"held-out: MiniGrid-DoorKey-8x8-v0, return 0.812, 3 switches in 57 steps"`` (a switch: a step at which a
+    layer's active set differs from the step before, counted per layer)."""
     side = "train" if episode.scope == "train" else "held-out"
-    return f"{side}: {episode.env}, return {episode.episode_return:.3f}"
+    switches = int((episode.active[1:] != episode.active[:-1]).any(axis=-1).sum())
+    steps = len(episode.active)
+    return f"{side}: {episode.env}, return {episode.episode_return:.3f}, {switches} switches in {steps} steps"
 
 
 def raster_figure(episodes: Sequence[SelectionEpisode], title: str) -> Figure:

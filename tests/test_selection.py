@@ -148,6 +148,9 @@ def test_record_selection_writes_the_episodes_and_the_raster(tmp_path: Path) -> 
     assert (train.env, train.scope, heldout.env, heldout.scope) == (*envs_[0][:2], *envs_[1][:2])
     assert np.array_equal(train.active, expected_active(len(plans[0])))
     assert [e.kind for e in heldout.events] == ["key", "door", "goal", "end"]
+    # Layer 0 changes its unit at every step, layer 1 never.
+    steps = len(plans[0])
+    assert experiments.selection.panel_title(train).endswith(f", {steps - 1} switches in {steps} steps")
     assert heldout.events[-1].step == len(plans[1]) - 1
 
 
