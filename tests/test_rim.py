@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import unit_recurrence
 from torch import nn
 
 from rims_rl import RIM, RIMCell, map_state
@@ -99,16 +100,10 @@ def reference_step(cell: RIMCell, x, h, c):
         null_attn.append(p[..., 0].mean(-1))
         read = (p.unsqueeze(-1) * values).sum(2).flatten(1)  # (B, Hi * dv)
         gates_x = read @ cell.weight_ih[:, :, u].flatten(0, 1) + cell.bias_ih[u, 0]
-        if cell.cell == "lstm":
-            i, f, o, g = (gates_x + gates_h).split(s, -1)
-            new_c = torch.sigmoid(f) * cu[:, u] + torch.sigmoid(i) * torch.tanh(g)
-            cand_h.append(torch.sigmoid(o) * torch.tanh(new_c))
+        new_h, new_c = unit_recurrence(cell.cell, gates_x, gates_h, hu[:, u], cu[:, u])
+        cand_h.append(new_h)
+        if new_c is not None:
             cand_c.append(new_c)
-        else:
-            (xr, xz, xn), (hr, hz, hn) = gates_x.split(s, -1), gates_h.split(s, -1)
-            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-            n = torch.tanh(xn + r * hn)
-            cand_h.append((1 - z) * n + z * hu[:, u])
     active = torch.zeros(b, u_n, dtype=torch.bool)
     active.scatter_(1, torch.stack(null_attn, 1).topk(K, dim=1, largest=False).indices, True)
     cand = torch.stack(cand_h, 1)  # (B, U, s)
