@@ -1,4 +1,4 @@
-"""Constants and small checks shared by the runner and report tests (their fixtures are in ``conftest.py``)."""
+"""Constants and small checks shared by the runner, report and agent tests (their fixtures are in ``conftest.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import subprocess
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch as th
+
+if TYPE_CHECKING:
+    from agents import RecurrentPPO
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,3 +79,30 @@ def check_no_duplicates(rows: list[dict[str, Any]]) -> None:
 def wandb_bytes(run_dir: Path) -> list[bytes]:
     """The bytes of a run directory's offline W&B run files."""
     return [p.read_bytes() for p in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))]
+
+
+def fill_buffer(model: RecurrentPPO) -> None:
+    """One rollout, exactly as learn() does it, with no update."""
+    _, callback = model._setup_learn(model.n_steps * model.n_envs, None)
+    callback.on_training_start(locals(), globals())
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+
+
+def check_replay(model: RecurrentPPO) -> None:
+    """Replaying a filled rollout buffer in eval mode reproduces the rollout's log-probabilities and values (to
+    1e-5), from minibatches of whole ``sequence_length``-step chunks that hold every step once (no padding, no
+    mask); the rollout must have episode ends inside it."""
+    buffer = model.rollout_buffer
+    assert buffer.episode_starts[1:].sum() > 0, "the test needs episode ends inside the rollout"
+    model.policy.set_training_mode(False)
+    n_rows = 0
+    for batch in buffer.get(model.batch_size):
+        assert batch.episode_starts.shape == (model.sequence_length, model.batch_size // model.sequence_length)
+        with th.no_grad():
+            values, log_prob, _ = model.policy.evaluate_actions(
+                batch.observations, batch.actions.long().flatten(), batch.states, batch.episode_starts
+            )
+        assert th.allclose(log_prob, batch.old_log_prob, atol=1e-5)
+        assert th.allclose(values.flatten(), batch.old_values, atol=1e-5)
+        n_rows += len(batch.actions)
+    assert n_rows == model.n_steps * model.n_envs

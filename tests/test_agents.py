@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch as th
+from helpers import check_replay, fill_buffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -45,13 +46,6 @@ def leaves(state) -> list:
     return arrays
 
 
-def fill_buffer(model: RecurrentPPO) -> None:
-    """One rollout, exactly as learn() does it, with no update."""
-    _, callback = model._setup_learn(model.n_steps * model.n_envs, None)
-    callback.on_training_start(locals(), globals())
-    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
-
-
 @pytest.mark.filterwarnings("ignore:core dropout")  # eval mode on purpose
 @pytest.mark.parametrize("shared_core", [False, True])
 @pytest.mark.parametrize("core", list(CORES))
@@ -59,22 +53,7 @@ def test_replaying_the_buffer_reproduces_rollout_log_probs_and_values(core, shar
     core_kwargs = {**CORES[core], **({"dropout": 0.5} if core == "rim" else {})}
     model = ppo(core, core_kwargs=core_kwargs, shared_core=shared_core)
     fill_buffer(model)
-    buffer = model.rollout_buffer
-    starts = buffer.episode_starts
-    assert starts[1:].sum() > 0, "the test needs episode ends inside the rollout"
-    # Every chunk appears exactly once per epoch; every row is a real step (no padding, no mask).
-    n_rows = 0
-    model.policy.set_training_mode(False)
-    for batch in buffer.get(model.batch_size):
-        assert batch.episode_starts.shape == (16, model.batch_size // 16)
-        with th.no_grad():
-            values, log_prob, _ = model.policy.evaluate_actions(
-                batch.observations, batch.actions.long().flatten(), batch.states, batch.episode_starts
-            )
-        assert th.allclose(log_prob, batch.old_log_prob, atol=1e-5)
-        assert th.allclose(values.flatten(), batch.old_values, atol=1e-5)
-        n_rows += len(batch.actions)
-    assert n_rows == model.n_steps * model.n_envs
+    check_replay(model)  # every chunk exactly once per epoch, every row a real step (no padding, no mask)
 
 
 @pytest.mark.filterwarnings("ignore:core dropout")  # eval mode on purpose

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from helpers import TINY, TINY_AGENT, TINY_MODEL, Run, ok
+from helpers import TINY, TINY_AGENT, TINY_MODEL, Run, check_replay, fill_buffer, ok
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents import MiniGridFeaturesExtractor, RecurrentPPO
@@ -93,31 +93,12 @@ def test_vector_features_reach_the_core_as_before() -> None:
     assert policy.core_input_shape == (policy.features_dim,) and policy.core.input_size == 64 + 8 + 32
 
 
-def fill_buffer(model: RecurrentPPO) -> None:
-    """One rollout, exactly as learn() does it, with no update."""
-    _, callback = model._setup_learn(model.n_steps * model.n_envs, None)
-    callback.on_training_start(locals(), globals())
-    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
-
-
 @pytest.mark.parametrize("shared_core", [False, True])
 @pytest.mark.parametrize("core", list(READS_SETS))
 def test_replaying_the_buffer_reproduces_rollout_log_probs_and_values_with_a_set(core: str, shared_core: bool) -> None:
     model = ppo(core, shared_core=shared_core)
     fill_buffer(model)
-    buffer = model.rollout_buffer
-    assert buffer.episode_starts[1:].sum() > 0, "the test needs episode ends inside the rollout"
-    model.policy.set_training_mode(False)
-    n_rows = 0
-    for batch in buffer.get(model.batch_size):
-        with th.no_grad():
-            values, log_prob, _ = model.policy.evaluate_actions(
-                batch.observations, batch.actions.long().flatten(), batch.states, batch.episode_starts
-            )
-        assert th.allclose(log_prob, batch.old_log_prob, atol=1e-5)
-        assert th.allclose(values.flatten(), batch.old_values, atol=1e-5)
-        n_rows += len(batch.actions)
-    assert n_rows == model.n_steps * model.n_envs
+    check_replay(model)
 
 
 @pytest.mark.parametrize("core", list(READS_SETS))
