@@ -164,8 +164,8 @@ class RIMCell(nn.Module):
         num_units: ``U``, the number of independent units (mechanisms).
         k: the number of units active at each step, ``1 <= k <= U``.
         cell: the units' recurrence, ``"lstm"`` or ``"gru"``. Default: ``"lstm"``
-        dropout: dropout probability on the input and communication attention probabilities (active in
-            ``train()`` only). Default: 0
+        dropout: dropout probability in the input and communication attentions, where ``dropout_at`` says (on
+            their probabilities by default; active in ``train()`` only). Default: 0
         input_heads: ``Hi``, heads of the input attention. Default: 1
         input_key_size: key (and query) size per input-attention head. Default: 64
         input_value_size: value size per input-attention head. Default: ``None``, meaning ``4 * s``
@@ -541,8 +541,9 @@ class RIM(nn.Module):
         num_layers: ``L``, stacked RIM layers; layer ``l > 0`` reads layer ``l - 1``'s output. Default: 1
         batch_first: if ``True``, input and output are ``(B, T, *)``; states are not affected.
             Default: ``False``
-        dropout: dropout probability between layers (as ``nn.LSTM``) and on the input and communication
-            attention probabilities; active in ``train()`` only. Default: 0
+        dropout: dropout probability between layers (as ``nn.LSTM``) and in the input and communication
+            attentions, where ``dropout_at`` says (on their probabilities by default); active in ``train()`` only.
+            Default: 0
         input_heads: ``Hi``, heads of the input attention. Default: 1
         input_key_size: key (and query) size per input-attention head. Default: 64
         input_value_size: value size per input-attention head. Default: ``None``, meaning ``4 * s``
