@@ -153,10 +153,9 @@ def train(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool = False)
         run_dir,
     )
 
-    # 6. Learn, evaluating and saving on schedule; then one episode's selection raster per side
+    # 6. Learn, evaluating and saving on schedule; at the end, one episode's selection raster per side
     try:
-        learn(model, spec, targets, final_targets, metrics, run_dir, eval_seed_of(cfg.seed))
-        record_rasters(model, spec, run_dir, cfg.seed)
+        learn(model, spec, targets, final_targets, metrics, run_dir, cfg.seed)
     finally:
         metrics.close()
         env.close()
@@ -209,7 +208,7 @@ def learn(
     final_targets: list[EvalTarget],
     metrics: MetricsLog,
     run_dir: Path,
-    eval_seed: int,
+    seed: int,
 ) -> None:
     """Learn up to ``spec.total_frames`` in chunks that end at the next evaluation or checkpoint, evaluating every
     ``spec.eval_every`` and checkpointing every ``spec.checkpoint_every`` frames, and both at the end.
@@ -217,16 +216,18 @@ def learn(
     Every evaluation row carries ``eval/episodes``, its episodes per env id and action mode: ``spec.eval_episodes``
     on the curve's points; the evaluation at the end is the final one, ``spec.final_episodes`` on
     ``final_targets``, marked ``eval/final: 1``. It is logged before the final checkpoint, so a run killed before
-    it is logged evaluates again after resuming, and exactly one final row remains.
+    it is logged evaluates again after resuming, and exactly one final row remains. The selection rasters
+    (:func:`record_rasters`) are recorded before the final checkpoint too, so a resumed run never ends without them.
 
     :param model: the agent (its ``num_timesteps`` is where it starts)
     :param spec: the run's spec
     :param targets: the evaluated envs
     :param final_targets: the same envs with ``spec.final_n_envs`` sub-envs each, for the final evaluation
     :param metrics: where evaluation results go
-    :param run_dir: where checkpoints go
-    :param eval_seed: the evaluation envs' seed
+    :param run_dir: where checkpoints (and rasters) go
+    :param seed: the run seed (the evaluation envs' seed is derived from it)
     """
+    eval_seed = eval_seed_of(seed)
     frames = model.num_timesteps
     bar = tqdm(
         total=spec.total_frames,
@@ -258,6 +259,8 @@ def learn(
                 train_return, heldout_return = results["eval/train/return_mean"], results["eval/heldout/return_mean"]
                 bar.set_postfix(train=train_return, heldout=heldout_return, refresh=False)
                 log.info("frames %d: return train %.3f, held-out %.3f", frames, train_return, heldout_return)
+            if done:
+                record_rasters(model, spec, run_dir, seed)
             if done or frames // spec.checkpoint_every > previous // spec.checkpoint_every:
                 save_checkpoint(model, run_dir, frames)
     finally:

@@ -368,3 +368,28 @@ def test_the_final_evaluation_plays_final_episodes_per_env_on_final_n_envs(
     assert marks == [(128, 1, None), (256, 6, 1)]
     # Three envs (one train, two held-out), sampled and greedy: 1 episode on 1 sub-env each, then 6 on 4.
     assert played == [(1, 1, 1)] * 6 + [(4, 6, 6)] * 6
+
+
+def test_the_selection_rasters_are_recorded_before_the_final_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed after its final checkpoint counts as complete on resume: its rasters must already exist."""
+    from hydra import compose, initialize_config_dir
+
+    import experiments.train
+    from experiments.config import CONFIG_DIR, build_spec
+
+    overrides = ["model=rim", *TINY_MODEL["rim"], *TINY_AGENT["ppo"], *TINY, "logger.wandb.mode=disabled"]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides)
+    raster_at_save = []  # (frames, raster written yet) per checkpoint
+    real = experiments.train.save_checkpoint
+
+    def spying(model, run_dir, frames):
+        raster_at_save.append((frames, (run_dir / "selection_raster.png").exists()))
+        return real(model, run_dir, frames)
+
+    monkeypatch.setattr(experiments.train, "save_checkpoint", spying)
+    experiments.train.train(cfg, build_spec(cfg), tmp_path)
+    assert raster_at_save[-1] == (256, True)
+    assert not any(written for _, written in raster_at_save[:-1])
