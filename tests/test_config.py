@@ -179,6 +179,7 @@ def test_dido_presets(train: Run, experiment: str, split: str, frames: int) -> N
     [
         (["model=rim_set"], "set", "rim192_u6_k4_set"),
         (["model=rim_set_authors"], "set", "rim192_u6_k4_authors_set"),
+        (["model=dido_rim_k3_set"], "set", "rim64_u4_k3_set"),
         (["model=lstm", "model.features=set"], "set", "lstm192_set"),
         (["model=rim"], "vector", "rim192_u6_k4"),
     ],
