@@ -28,7 +28,13 @@ from envs import (
     make_vec_env,
     validate_env_id,
 )
-from envs.novel_distractors import NovelDistractorsEnv
+from envs.novel_distractors import (
+    HARD_HELDOUT_ID,
+    HARD_HELDOUT_PAIRS,
+    HARD_TRAIN_ID,
+    HARD_TRAIN_PAIRS,
+    NovelDistractorsEnv,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "env"
 SPLIT_FILES = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -41,6 +47,7 @@ REQUIRED_SPLITS = {
     "dynamic_obstacles",
     "fourrooms_layouts",
     "novel_distractors",
+    "novel_distractors_hard",
 }
 
 
@@ -146,6 +153,8 @@ def test_vocab_specials_and_encoding() -> None:
         "MiniGrid-MemoryS7-v0",
         TRAIN_ID,
         HELDOUT_ID,
+        HARD_TRAIN_ID,
+        HARD_HELDOUT_ID,
     ],
 )
 def test_minigrid_missions_have_no_unknown_words(env_id: str) -> None:
@@ -372,12 +381,107 @@ def test_novel_distractors_wrong_pick_terminates_with_zero() -> None:
 
 
 def test_novel_distractors_validation() -> None:
-    with pytest.raises(ValueError, match="disjoint"):
-        NovelDistractorsEnv(distractor_types=("key",), distractor_colors=("red",))
+    with pytest.raises(ValueError, match="at least one distractor pair"):
+        NovelDistractorsEnv(target_pairs=[("key", "red")], distractor_pairs=[("key", "red")])
+    with pytest.raises(ValueError, match="at least one distractor pair"):
+        NovelDistractorsEnv(target_pairs=[("key", "red")], distractor_pairs=[("ball", "blue")], share_attribute=True)
     with pytest.raises(ValueError, match="expected distractor types"):
-        NovelDistractorsEnv(distractor_types=("lava",))
+        NovelDistractorsEnv(distractor_pairs=[("lava", "red")])
+    with pytest.raises(ValueError, match="expected target colours"):
+        NovelDistractorsEnv(target_pairs=[("key", "pink")])
     with pytest.raises(ValueError, match="num_distractors"):
         NovelDistractorsEnv(num_distractors=-1)
+    NovelDistractorsEnv(target_pairs=[("key", "red")], distractor_pairs=[("key", "red")], num_distractors=0)
+
+
+def test_novel_distractors_hard_heldout_pairs_never_occur_in_training() -> None:
+    """Compositional held-out: its distractors are pairs never drawn in training, made of types and colours that
+    training does show; every distractor shares the target's type or colour, never both."""
+    seen: dict[str, dict[str, set[tuple[str, str]]]] = {}
+    for env_id, count in ((HARD_TRAIN_ID, 5), (HARD_HELDOUT_ID, 7)):  # target + 4 / 6 distractors
+        env = gym.make(env_id)
+        seen[env_id] = {"targets": set(), "distractors": set()}
+        for seed in range(500):
+            env.reset(seed=seed)
+            u = env.unwrapped
+            target = (u.target_type, u.target_color)
+            objects = _objects(env)
+            assert len(objects) == count
+            assert objects.count(target) == 1, "the mission must name exactly one object in the grid"
+            objects.remove(target)
+            assert sorted(objects) == sorted(u.distractors)
+            for obj_type, color in objects:
+                assert (obj_type == target[0]) != (color == target[1]), f"{(obj_type, color)} vs target {target}"
+            seen[env_id]["targets"].add(target)
+            seen[env_id]["distractors"].update(objects)
+        env.close()
+    train = seen[HARD_TRAIN_ID]["targets"] | seen[HARD_TRAIN_ID]["distractors"]
+    heldout = seen[HARD_HELDOUT_ID]["distractors"]
+    assert train == set(HARD_TRAIN_PAIRS) and heldout == set(HARD_HELDOUT_PAIRS)
+    assert seen[HARD_HELDOUT_ID]["targets"] == seen[HARD_TRAIN_ID]["targets"]
+    assert not train & heldout
+    assert {t for t, _ in heldout} <= {t for t, _ in train} and {c for _, c in heldout} <= {c for _, c in train}
+
+
+def _walk_to_and_pick_up(env: gym.Env, target: tuple[str, str]) -> dict:
+    """Drive the agent with MiniGrid actions along a shortest path of free cells to the target, face it, pick it
+    up; return the last step's info. Fails the test if no free cell next to the target can be reached."""
+    u = env.unwrapped
+    goal = next(
+        (i, j)
+        for j in range(u.height)
+        for i in range(u.width)
+        if u.grid.get(i, j) is not None and (u.grid.get(i, j).type, u.grid.get(i, j).color) == target
+    )
+    start = (int(u.agent_pos[0]), int(u.agent_pos[1]))
+    parent: dict[tuple[int, int], tuple[int, int] | None] = {start: None}
+    queue, end = [start], None
+    while queue and end is None:
+        cell = queue.pop(0)
+        if abs(cell[0] - goal[0]) + abs(cell[1] - goal[1]) == 1:
+            end = cell
+        for dx, dy in DIR_TO_VEC:
+            nxt = (cell[0] + int(dx), cell[1] + int(dy))
+            if nxt not in parent and u.grid.get(*nxt) is None:
+                parent[nxt] = cell
+                queue.append(nxt)
+    assert end is not None, f"target {target} at {goal} cannot be reached from {start}"
+    path = [end]
+    while parent[path[-1]] is not None:
+        path.append(parent[path[-1]])  # type: ignore[arg-type]
+    info: dict = {}
+    for nxt in [*path[::-1][1:], goal]:
+        want = next(d for d, v in enumerate(DIR_TO_VEC) if (u.agent_pos[0] + v[0], u.agent_pos[1] + v[1]) == nxt)
+        while u.agent_dir != want:
+            env.step(u.actions.right)
+        if nxt != goal:
+            env.step(u.actions.forward)
+    _, reward, terminated, _, info = env.step(u.actions.pickup)
+    assert terminated and reward > 0
+    return info
+
+
+@pytest.mark.parametrize("env_id", [TRAIN_ID, HELDOUT_ID, HARD_TRAIN_ID, HARD_HELDOUT_ID])
+def test_novel_distractors_target_is_always_reachable(env_id: str) -> None:
+    """Levels whose objects wall off the target (about 1.5% of hard held-out levels) are redrawn: a scripted
+    walk to the object the mission names picks it up in every level."""
+    env = gym.make(env_id, max_steps=1000)  # the scripted walk turns more than needed
+    for seed in range(300):
+        env.reset(seed=seed)
+        u = env.unwrapped
+        assert _walk_to_and_pick_up(env, (u.target_type, u.target_color))["success"]
+    env.close()
+
+
+def test_novel_distractors_hard_registration_and_missions() -> None:
+    for env_id, distractors in ((HARD_TRAIN_ID, 4), (HARD_HELDOUT_ID, 6)):
+        u = gym.make(env_id).unwrapped
+        assert isinstance(u, NovelDistractorsEnv)
+        assert (u.size, u.max_steps, u.num_distractors, u.share_attribute) == (8, 64, distractors, True)
+    # every mission either split can produce, including colours and kinds only the held-out distractors use
+    for obj_type, color in HARD_TRAIN_PAIRS + HARD_HELDOUT_PAIRS:
+        ids = encode_mission(f"pick up the {color} {obj_type}")
+        assert UNK_ID not in ids and [VOCAB[i] for i in ids[3:5]] == [color, obj_type]
 
 
 def test_envs_does_not_import_agents_or_hydra() -> None:
