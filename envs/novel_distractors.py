@@ -18,7 +18,7 @@ mission necessary and the novelty compositional:
 
 - ``RIMs-NovelDistractorsHard-Train-v0``: target from :data:`HARD_TRAIN_PAIRS` (12 of the 18 pairs of
   {key, ball, box} x minigrid's 6 colours); 4 distractors from the same pairs, each sharing the target's type or
-  its colour (never both); 8x8 grid, ``max_steps`` 8**2 = 64 (BabyAI's limit for one room).
+  its colour (never both); 8x8 grid, ``max_steps`` 320 as above.
 - ``RIMs-NovelDistractorsHard-Heldout-v0``: same targets; 6 distractors from :data:`HARD_HELDOUT_PAIRS` (the
   other 6 pairs: every type and colour was seen in training, never in these combinations), each sharing the
   target's type or colour; same grid and ``max_steps``.
@@ -238,7 +238,7 @@ def register_novel_distractors() -> None:
     """Register :data:`TRAIN_ID`, :data:`HELDOUT_ID`, :data:`HARD_TRAIN_ID` and :data:`HARD_HELDOUT_ID` with
     gymnasium (idempotent)."""
     targets = product_pairs(*TARGETS)
-    hard = dict(size=8, target_pairs=HARD_TRAIN_PAIRS, share_attribute=True, max_steps=8**2)
+    hard = dict(size=8, target_pairs=HARD_TRAIN_PAIRS, share_attribute=True)
     specs: dict[str, dict[str, Any]] = {
         TRAIN_ID: dict(
             size=8, target_pairs=targets, distractor_pairs=product_pairs(*TRAIN_DISTRACTORS), num_distractors=2

@@ -208,7 +208,11 @@ def test_dido_model_labels_match_the_published_keys() -> None:
 
 @pytest.mark.parametrize(
     ("experiment", "split", "mission"),
-    [("paper_novel_distractors", "novel_distractors", "gru"), ("paper_multiroom", "multiroom", None)],
+    [
+        ("paper_novel_distractors", "novel_distractors", "gru"),
+        ("paper_novel_distractors_hard", "novel_distractors_hard", "gru"),
+        ("paper_multiroom", "multiroom", None),
+    ],
 )
 def test_paper_minigrid_presets(train: Run, experiment: str, split: str, mission: str | None) -> None:
     cfg = _job_cfg(train, [f"experiment={experiment}", "model=rim"])

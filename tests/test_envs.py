@@ -477,7 +477,7 @@ def test_novel_distractors_hard_registration_and_missions() -> None:
     for env_id, distractors in ((HARD_TRAIN_ID, 4), (HARD_HELDOUT_ID, 6)):
         u = gym.make(env_id).unwrapped
         assert isinstance(u, NovelDistractorsEnv)
-        assert (u.size, u.max_steps, u.num_distractors, u.share_attribute) == (8, 64, distractors, True)
+        assert (u.size, u.max_steps, u.num_distractors, u.share_attribute) == (8, 320, distractors, True)
     # every mission either split can produce, including colours and kinds only the held-out distractors use
     for obj_type, color in HARD_TRAIN_PAIRS + HARD_HELDOUT_PAIRS:
         ids = encode_mission(f"pick up the {color} {obj_type}")
