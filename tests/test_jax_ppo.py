@@ -135,7 +135,9 @@ def perturbed(params: Any, key: jax.Array, scale: float = 0.3) -> Any:
     """``params`` plus Gaussian noise: a policy far from the initial near-uniform one."""
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(tree, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)])
+    return jax.tree.unflatten(
+        tree, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+    )
 
 
 def first_minibatch(state: ppo.TrainState, env: ToyEnv, config: ppo.PPOConfig) -> tuple[ppo.Batch, ppo.Rollout]:
