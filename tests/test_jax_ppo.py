@@ -312,21 +312,27 @@ def test_evaluate_counts_episodes(core: str) -> None:
 
 
 @pytest.mark.slow
-def test_ppo_learns_the_cue_memory_task() -> None:
-    """Three seeds in one vmapped program: greedy success from chance (0.5) to above 0.9."""
-    env = cue_memory()
+def test_ppo_learns_empty_5x5() -> None:
+    """Five seeds in one vmapped program, 15 updates (15k frames) on navix's Empty-5x5: the sampled return rises
+    from a random policy's (about 0.2) to near the optimum 0.955 (measured: 0.955 on each seed at 30 updates)."""
+    pytest.importorskip("navix")
+    import envs.jax
+
+    env = envs.jax.make("Navix-Empty-5x5-v0")
     config = ppo.PPOConfig(
-        n_envs=16, n_steps=32, batch_size=128, n_epochs=4, sequence_length=8, learning_rate=1e-3,
+        n_envs=16, n_steps=64, batch_size=256, n_epochs=4, sequence_length=16, learning_rate=1e-3,
         core="gru", core_kwargs={"hidden_size": 32}, net_arch=[64],
     )  # fmt: skip
     step = functools.partial(ppo.update, env=env, config=config)
 
     @jax.jit
+    @jax.vmap
     def train(state: ppo.TrainState) -> ppo.TrainState:
-        return jax.lax.scan(lambda s, _: (step(s)[0], None), state, None, length=60)[0]
+        return jax.lax.scan(lambda s, _: (step(s)[0], None), state, None, length=15)[0]
 
-    keys = jax.random.split(jax.random.key(0), 3)
-    states = jax.vmap(train)(jax.vmap(lambda k: ppo.init(k, env, config))(keys))
-    play = functools.partial(ppo.evaluate, env=env, config=config, episodes=100, n_envs=20, greedy=True)
-    success = jax.jit(jax.vmap(play))(states.params, keys)["success_rate"]
-    assert np.all(success > 0.9), success
+    keys = jax.random.split(jax.random.key(0), 5)
+    states = jax.vmap(lambda k: ppo.init(k, env, config))(keys)
+    play = functools.partial(ppo.evaluate, env=env, config=config, episodes=50, n_envs=25, greedy=False)
+    before = jax.jit(jax.vmap(play))(states.params, keys)["return_mean"]
+    after = jax.jit(jax.vmap(play))(train(states).params, keys)["return_mean"]
+    assert np.all(before < 0.4) and np.all(after > 0.8), (before, after)
