@@ -33,6 +33,7 @@ def write_run(
     split: str = "empty",
     wandb_id: str | None = None,
     agent: str = "ppo",
+    backend: str | None = None,
     units: int = 0,
     switch_rate: float | None = None,
     raster: bool = False,
@@ -53,6 +54,7 @@ def write_run(
         "heldout_envs": HELDOUT,
         "total_frames": eval_frames[-1],
         "wandb_id": wandb_id,
+        **({"backend": backend} if backend is not None else {}),
     }
     (path / "run_info.json").write_text(json.dumps(info, indent=2))
     rows: list[dict[str, Any]] = []

@@ -179,6 +179,17 @@ def test_several_dirs_and_nested_runs(tmp_path: Path) -> None:
     assert final_row(rows, "lstm64 (ppo)", "train", "return")["n_seeds"] == "2"
 
 
+def test_runs_of_both_backends_are_labelled_apart(tmp_path: Path) -> None:
+    write_run(tmp_path / "runs" / "0", "lstm64", 0, [100, 200])  # saved before backends existed: torch
+    write_run(tmp_path / "runs" / "1", "lstm64", 1, [100, 200], backend="torch")
+    write_run(tmp_path / "runs" / "2", "lstm64", 0, [100, 200], backend="jax")
+    write_run(tmp_path / "runs" / "3", "lstm64", 1, [100, 200], backend="jax", agent="a2c")
+    experiments.report.main([str(tmp_path / "runs"), "--reps", REPS])
+    rows = read_csv(tmp_path / "runs" / "report" / "empty_final.csv")
+    assert {r["model"] for r in rows} == {"lstm64 (ppo, torch)", "lstm64 (ppo, jax)", "lstm64 (a2c, jax)"}
+    assert final_row(rows, "lstm64 (ppo, torch)", "train", "return")["n_seeds"] == "2"
+
+
 @pytest.mark.parametrize("case", ["empty", "missing", "no_eval"])
 def test_dir_without_runs_fails_with_one_clear_line(tmp_path: Path, case: str, run_cli: Run) -> None:
     target = tmp_path / "nothing"

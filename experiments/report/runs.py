@@ -124,19 +124,25 @@ def load_run(path: Path) -> Run:
 
 
 def label_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
-    """Group the runs of one split by model label (``"lstm64"``; ``"lstm64 (a2c)"`` when agents are mixed).
+    """Group the runs of one split by model label (``"lstm64"``; ``"lstm64 (a2c)"`` when agents are mixed,
+    ``"lstm64 (jax)"`` when backends are, ``"lstm64 (a2c, jax)"`` when both are).
 
     :param runs: runs of one split
     :return: label -> runs, labels in sorted order
     """
-    mixed = len({run.info.get("agent") for run in runs}) > 1
+    mixed = [key for key in ("agent", "backend") if len({_info(run, key) for run in runs}) > 1]
     groups: dict[str, list[Run]] = {}
     for run in runs:
         label = str(run.info["model"])
         if mixed:
-            label += f" ({run.info.get('agent')})"
+            label += f" ({', '.join(_info(run, key) for key in mixed)})"
         groups.setdefault(label, []).append(run)
     return {label: sorted(groups[label], key=lambda r: (r.seed, str(r.path))) for label in sorted(groups)}
+
+
+def _info(run: Run, key: str) -> str:
+    """A run's ``agent`` or ``backend`` (``torch`` for runs saved before backends existed)."""
+    return str(run.info.get(key, "torch" if key == "backend" else None))
 
 
 def split_envs(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
