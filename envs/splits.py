@@ -1,21 +1,28 @@
 """Train / held-out generalisation splits and environment-id validation.
 
 A split names the environments (one id or a mixture) and, optionally, the level seeds used for training and
-the held-out evaluation. It is built from a YAML config group with ``Split(**cfg)`` (the YAML keys are
+the held-out evaluation, and, where the JAX backend can run it, the JAX env ids (:mod:`envs.jax.ids`) that stand
+for them. It is built from a YAML config group with ``Split(**cfg)`` (the YAML keys are
 exactly the dataclass fields) and checked with :meth:`Split.validate` before any training starts.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 
+from envs.jax.ids import validate_jax_env_id
 from envs.registration import register_envs
 
-__all__ = ["Split", "validate_env_id"]
+__all__ = ["BACKENDS", "Split", "validate_env_id"]
+
+BACKENDS = ("torch", "jax")
+"""The training backends a split names env ids for: ``torch`` (gymnasium ids, ``train``/``heldout``) and ``jax``
+(JAX env ids, the ``jax`` field)."""
 
 
 def validate_env_id(env_id: str) -> None:
@@ -64,6 +71,14 @@ def _seeds(value: Iterable[int] | None, field: str) -> list[int] | None:
     return seeds
 
 
+def _backend_ids(value: Mapping[str, Any] | None) -> dict[str, list[str]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) != {"train", "heldout"}:
+        raise ValueError(f"expected jax to be null or a mapping with keys train and heldout, got {value!r}")
+    return {field: _ids(value[field], f"jax.{field}") for field in ("train", "heldout")}
+
+
 @dataclass
 class Split:
     """A generalisation split: train on ``train`` (restricted to ``train_seeds``), evaluate on ``heldout``
@@ -77,6 +92,8 @@ class Split:
     :param heldout: held-out env ids, each evaluated separately
     :param train_seeds: level seeds allowed in training; ``None`` means any level
     :param heldout_seeds: level seeds used for held-out evaluation; ``None`` means any level
+    :param jax: the JAX env ids standing for ``train`` and ``heldout``, ``{"train": [...], "heldout": [...]}``;
+        ``None`` means the JAX backend cannot run this split
     """
 
     name: str
@@ -84,6 +101,7 @@ class Split:
     heldout: list[str]
     train_seeds: list[int] | None = None
     heldout_seeds: list[int] | None = None
+    jax: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
         self.name = str(self.name)
@@ -91,12 +109,14 @@ class Split:
         self.heldout = _ids(self.heldout, "heldout")
         self.train_seeds = _seeds(self.train_seeds, "train_seeds")
         self.heldout_seeds = _seeds(self.heldout_seeds, "heldout_seeds")
+        self.jax = _backend_ids(self.jax)
 
     def validate(self) -> Split:
         """Check the split before any training.
 
         Checks that ``train`` and ``heldout`` are non-empty, that every id is registered (with the closest
-        registered ids in the error), and that an env id used for both training and held-out evaluation has
+        registered ids in the error), that the ``jax`` ids are known JAX env ids, as many as ``train`` and
+        ``heldout`` have, and that an env id used for both training and held-out evaluation has
         disjoint ``train_seeds`` and ``heldout_seeds`` (otherwise "held-out" would replay training levels).
 
         :return: ``self``, for chaining
@@ -110,6 +130,15 @@ class Split:
                     validate_env_id(env_id)
                 except ValueError as err:
                     raise ValueError(f"split {self.name!r}, {field}: {err}") from None
+        for field, ids in (self.jax or {}).items():
+            expected = len(getattr(self, field))
+            if len(ids) != expected:
+                raise ValueError(f"split {self.name!r}: expected {expected} jax.{field} env ids, got {ids}")
+            for env_id in ids:
+                try:
+                    validate_jax_env_id(env_id)
+                except ValueError as err:
+                    raise ValueError(f"split {self.name!r}, jax.{field}: {err}") from None
         shared = sorted(set(self.train) & set(self.heldout))
         if shared:
             if self.train_seeds is None or self.heldout_seeds is None:
@@ -125,6 +154,26 @@ class Split:
                     f"got {common} in both"
                 )
         return self
+
+    def ids_for(self, backend: str) -> tuple[list[str], list[str]]:
+        """The env ids a backend trains and evaluates on.
+
+        :param backend: one of :data:`BACKENDS`
+        :return: ``(train, heldout)`` env ids of that backend, in the order of ``train`` and ``heldout``
+        :raises ValueError: for an unknown backend, or in one line naming the backend that can run the split
+
+        >>> Split("multiroom", ["MiniGrid-MultiRoom-N2-S4-v0"], ["MiniGrid-MultiRoom-N6-v0"]).ids_for("jax")
+        Traceback (most recent call last):
+        ...
+        ValueError: split 'multiroom' has no jax env ids; run it with backend=torch
+        """
+        if backend == "torch":
+            return list(self.train), list(self.heldout)
+        if backend == "jax":
+            if self.jax is None:
+                raise ValueError(f"split {self.name!r} has no jax env ids; run it with backend=torch")
+            return list(self.jax["train"]), list(self.jax["heldout"])
+        raise ValueError(f"expected backend in {BACKENDS}, got {backend!r}")
 
 
 def as_id_list(env_ids: str | Sequence[str]) -> list[str]:
