@@ -226,6 +226,8 @@ class SplitSection:
     """Level seeds allowed in training; null = any level."""
     heldout_seeds: Any = None
     """Level seeds of the held-out evaluation; null = any level."""
+    jax: Any = None
+    """The JAX env ids standing for train and heldout, ``{train: [...], heldout: [...]}``; null = torch only."""
 
 
 @dataclass
