@@ -217,6 +217,24 @@ def test_vmapped_seeds_equal_sequential_seeds() -> None:
     assert not np.allclose(batched_metrics["train/loss"][0], batched_metrics["train/loss"][1])
 
 
+def test_truncation_bootstraps_from_the_value() -> None:
+    """``bootstrap_truncated`` adds ``gamma * V(o_t)`` to the reward of each truncated step and nothing elsewhere
+    (the same rollout: rewards do not change the actions)."""
+    env = cue_memory(delay=1, max_steps=3)
+    config = small_config("gru", gamma=0.9)
+    state = ppo.init(jax.random.key(4), env, config)
+    rollouts = [
+        jax.jit(lambda s, c=c: ppo.collect_rollout(s, env, c)[1])(state)
+        for c in (config, config.replace(bootstrap_truncated=False))
+    ]
+    np.testing.assert_array_equal(rollouts[0].actions, rollouts[1].actions)
+    added = np.asarray(rollouts[0].rewards - rollouts[1].rewards)
+    # truncations: the episode ends without an answer (actions 0 and 1 answer once the query shows)
+    truncated = np.asarray(rollouts[0].dones & (rollouts[0].actions == 2))
+    assert truncated.any() and (~truncated & np.asarray(rollouts[0].dones)).any()
+    np.testing.assert_allclose(added, np.where(truncated, 0.9 * np.asarray(rollouts[0].values), 0.0), atol=1e-6)
+
+
 def test_update_metrics_and_counters() -> None:
     env = cue_memory()
     config = small_config()
