@@ -17,7 +17,7 @@ object without reading the mission, and an LSTM saturates both envs. Split ``nov
 mission necessary and the novelty compositional:
 
 - ``RIMs-NovelDistractorsHard-Train-v0``: target from :data:`HARD_TRAIN_PAIRS` (12 of the 18 pairs of
-  {key, ball, box} x minigrid's 6 colours); 4 distractors from the same pairs, each sharing the target's type or
+  {key, ball, box} x minigrid's 6 colours); 2 distractors from the same pairs, each sharing the target's type or
   its colour (never both); 8x8 grid, ``max_steps`` 320 as above.
 - ``RIMs-NovelDistractorsHard-Heldout-v0``: same targets; 6 distractors from :data:`HARD_HELDOUT_PAIRS` (the
   other 6 pairs: every type and colour was seen in training, never in these combinations), each sharing the
@@ -246,7 +246,7 @@ def register_novel_distractors() -> None:
         HELDOUT_ID: dict(
             size=8, target_pairs=targets, distractor_pairs=product_pairs(*HELDOUT_DISTRACTORS), num_distractors=4
         ),
-        HARD_TRAIN_ID: dict(hard, distractor_pairs=HARD_TRAIN_PAIRS, num_distractors=4),
+        HARD_TRAIN_ID: dict(hard, distractor_pairs=HARD_TRAIN_PAIRS, num_distractors=2),
         HARD_HELDOUT_ID: dict(hard, distractor_pairs=HARD_HELDOUT_PAIRS, num_distractors=6),
     }
     for env_id, kwargs in specs.items():

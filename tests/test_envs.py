@@ -398,7 +398,7 @@ def test_novel_distractors_hard_heldout_pairs_never_occur_in_training() -> None:
     """Compositional held-out: its distractors are pairs never drawn in training, made of types and colours that
     training does show; every distractor shares the target's type or colour, never both."""
     seen: dict[str, dict[str, set[tuple[str, str]]]] = {}
-    for env_id, count in ((HARD_TRAIN_ID, 5), (HARD_HELDOUT_ID, 7)):  # target + 4 / 6 distractors
+    for env_id, count in ((HARD_TRAIN_ID, 3), (HARD_HELDOUT_ID, 7)):  # target + 2 / 6 distractors
         env = gym.make(env_id)
         seen[env_id] = {"targets": set(), "distractors": set()}
         for seed in range(500):
@@ -474,7 +474,7 @@ def test_novel_distractors_target_is_always_reachable(env_id: str) -> None:
 
 
 def test_novel_distractors_hard_registration_and_missions() -> None:
-    for env_id, distractors in ((HARD_TRAIN_ID, 4), (HARD_HELDOUT_ID, 6)):
+    for env_id, distractors in ((HARD_TRAIN_ID, 2), (HARD_HELDOUT_ID, 6)):
         u = gym.make(env_id).unwrapped
         assert isinstance(u, NovelDistractorsEnv)
         assert (u.size, u.max_steps, u.num_distractors, u.share_attribute) == (8, 320, distractors, True)
