@@ -109,7 +109,8 @@ def make(env_id: str, level_seeds: Sequence[int] | None = None) -> JaxEnv:
         if seeds is not None:
             key = jax.random.PRNGKey(jax.random.choice(key, seeds))
         timestep = world.reset(key, cache=_NO_RENDERING)
-        timestep = timestep.replace(state=_fix_doors(timestep.state))
+        # navix's episode return starts weakly typed; a float32 one keeps the state's type the same across steps
+        timestep = timestep.replace(state=_fix_doors(timestep.state), info={"return": jnp.zeros((), jnp.float32)})
         return timestep, observe(timestep.state, spec.see_through_walls)
 
     def step(state: EnvState, action: Array, key: Array) -> tuple[EnvState, Obs, Array, Array, Array]:
@@ -171,24 +172,32 @@ def _symbolic_grid(state: State) -> Array:
 
 
 def _visible(image: Array) -> Array:
-    """MiniGrid's ``Grid.process_vis`` from the agent at (V // 2, V - 1): light spreads sideways and one row
-    forward from every visible cell that can be seen behind (not a wall, not a closed door).
+    """MiniGrid's ``Grid.process_vis`` from the agent at (V // 2, V - 1), row by row from the agent's row: light
+    spreads sideways and one row forward from every visible cell that can be seen behind (not a wall, not a closed
+    door). Each row's two sweeps (rightwards, then leftwards) are computed at once: cell i is lit from cell k if no
+    cell strictly between them on the way, nor k itself, blocks the light.
 
     :param image: uint8 (V, V, 3), indexed [i, j]
-    :return: bool (V, V)
+    :return: bool (V, V), indexed [i, j]
     """
     see_behind = ~((image[..., 0] == WALL_ID) | ((image[..., 0] == DOOR_ID) & (image[..., 2] != 0)))
-    mask = [[jnp.asarray(False)] * VIEW_SIZE for _ in range(VIEW_SIZE)]
-    mask[VIEW_SIZE // 2][VIEW_SIZE - 1] = jnp.asarray(True)
+    cells = jnp.arange(VIEW_SIZE)
+    rightwards, leftwards = cells[:, None] <= cells[None, :], cells[:, None] >= cells[None, :]  # [from k, to i]
+    lit = cells == VIEW_SIZE // 2  # the agent's cell
+    rows = []
     for j in reversed(range(VIEW_SIZE)):
-        for sweep, side in ((range(VIEW_SIZE - 1), 1), (reversed(range(1, VIEW_SIZE)), -1)):
-            for i in sweep:
-                lit = mask[i][j] & see_behind[i, j]
-                mask[i + side][j] = mask[i + side][j] | lit
-                if j > 0:
-                    mask[i + side][j - 1] = mask[i + side][j - 1] | lit
-                    mask[i][j - 1] = mask[i][j - 1] | lit
-    return jnp.stack([jnp.stack(column) for column in mask])
+        clear = see_behind[:, j]
+        blocked = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(~clear)])  # blockers among cells 0 .. i - 1
+        # rightwards from k to i: cells k .. i - 1 clear; leftwards from k to i: cells i + 1 .. k clear
+        right = jnp.any(lit[:, None] & rightwards & (blocked[None, :-1] == blocked[:-1, None]), axis=0)
+        row = jnp.any(right[:, None] & leftwards & (blocked[1:, None] == blocked[None, 1:]), axis=0)
+        rows.append(row)
+        # the next row gets light from where each sweep passed: the right sweep from cells 0 .. V - 2 (to i and
+        # i + 1), the left sweep from cells 1 .. V - 1 (to i and i - 1)
+        from_right = right & clear & (cells < VIEW_SIZE - 1)
+        from_left = row & clear & (cells > 0)
+        lit = from_right | jnp.roll(from_right, 1) | from_left | jnp.roll(from_left, -1)
+    return jnp.stack(rows[::-1], axis=1)
 
 
 def _carried(state: State) -> Array:
