@@ -1,5 +1,6 @@
-"""Checkpoints: ``<run dir>/checkpoints/frames_<F>/`` holds ``model.zip`` (``model.save``) and ``state.pkl`` (the
-frame counter and the python, numpy and torch RNG states).
+"""Checkpoints: ``<run dir>/checkpoints/frames_<F>/`` holds the model, ``model.zip`` (``model.save``; the JAX
+backend: ``train_state.npz``, the leaves of its train state) and ``state.pkl`` (the frame counter, the backend and
+the python, numpy and torch RNG states).
 
 A checkpoint directory is written under a temporary name and renamed when complete, so a run killed while
 saving leaves no half-written checkpoint behind.
@@ -11,6 +12,7 @@ import os
 import pickle
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,6 +21,8 @@ import torch
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE = "model.zip"
+#: The JAX backend's model file (:mod:`experiments.train_jax`).
+TRAIN_STATE_FILE = "train_state.npz"
 STATE_FILE = "state.pkl"
 
 
@@ -63,14 +67,28 @@ def save_checkpoint(model: Any, run_dir: Path, frames: int) -> Checkpoint:
     :param frames: the training frame count
     :return: the checkpoint
     """
+    return write_checkpoint(run_dir, frames, lambda path: model.save(path / MODEL_FILE))
+
+
+def write_checkpoint(
+    run_dir: Path, frames: int, write_model: Callable[[Path], None], backend: str = "torch"
+) -> Checkpoint:
+    """Write a checkpoint directory under a temporary name, then rename it.
+
+    :param run_dir: the run directory
+    :param frames: the training frame count
+    :param write_model: writes the model's file(s) into the directory it is given
+    :param backend: the training backend, recorded in ``state.pkl``
+    :return: the checkpoint
+    """
     root = run_dir / CHECKPOINT_DIR
     final = root / f"frames_{frames:012d}"
     tmp = root / f".tmp_frames_{frames:012d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save(tmp / MODEL_FILE)
+    write_model(tmp)
     with open(tmp / STATE_FILE, "wb") as f:
-        pickle.dump({"frames": int(frames), "rng": rng_states()}, f)
+        pickle.dump({"frames": int(frames), "backend": backend, "rng": rng_states()}, f)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return Checkpoint(final, int(frames))
@@ -84,7 +102,7 @@ def list_checkpoints(run_dir: Path) -> list[Checkpoint]:
     found = [
         Checkpoint(p, int(p.name.removeprefix("frames_")))
         for p in root.glob("frames_*")
-        if (p / MODEL_FILE).is_file() and (p / STATE_FILE).is_file()
+        if ((p / MODEL_FILE).is_file() or (p / TRAIN_STATE_FILE).is_file()) and (p / STATE_FILE).is_file()
     ]
     return sorted(found, key=lambda c: c.frames)
 

@@ -207,6 +207,13 @@ def build_spec(cfg: DictConfig) -> RunSpec:
     from rims_rl import make_core
 
     check_config(cfg, TrainSchema)
+    backend = OmegaConf.select(cfg, "backend", default="torch")
+    seeds_per_job = int(OmegaConf.select(cfg, "seeds_per_job", default=1))
+    if seeds_per_job > 1 and backend != "jax":
+        raise ConfigError(
+            f"seeds_per_job={seeds_per_job} is invalid with backend={backend}; expected 1 (several seeds in one job "
+            f"need backend=jax)"
+        )
     scale = float(OmegaConf.select(cfg, "budget.frames_scale", default=1.0))  # 1: saved before budgets existed
     try:
         check_wandb_login(cfg.logger.wandb.mode)

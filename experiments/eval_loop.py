@@ -135,12 +135,25 @@ def set_entropy(active: np.ndarray) -> float:
     >>> set_entropy(np.array([[a], [a], [a]])), set_entropy(np.array([[a, a], [b, a], [a, a], [b, a]]))
     (0.0, 0.5)
     """
-    entropies = []
-    for layer in range(active.shape[1]):
-        _, counts = np.unique(active[:, layer], axis=0, return_counts=True)
-        p = counts / counts.sum()
-        entropies.append(float(-(p * np.log2(p)).sum()) + 0.0)  # + 0.0: no -0.0
-    return float(np.mean(entropies))
+    return float(
+        np.mean(
+            [
+                entropy_bits(np.unique(active[:, layer], axis=0, return_counts=True)[1])
+                for layer in range(active.shape[1])
+            ]
+        )
+    )
+
+
+def entropy_bits(counts: np.ndarray) -> float:
+    """:param counts: ``(C,)`` how often each outcome occurred (zeros allowed)
+    :return: the entropy of their empirical distribution in bits
+
+    >>> entropy_bits(np.array([2, 2, 0])), entropy_bits(np.array([5]))
+    (1.0, 0.0)
+    """
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0: no -0.0
 
 
 class SelectionStats:

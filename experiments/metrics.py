@@ -160,6 +160,7 @@ def init_wandb(
         dir=str(run_dir),
         config=config,
         mode=wandb_cfg["mode"],
+        reinit="create_new",  # one process may hold several runs (backend=jax, seeds_per_job > 1)
         settings=wandb.Settings(silent=True, console="off", disable_git=True, save_code=False),
     )
     run.define_metric("frames")

@@ -144,6 +144,12 @@ def _extractor_outputs() -> list[str]:
     return list(EXTRACTOR_OUTPUTS)
 
 
+def _backends() -> list[str]:
+    from envs.splits import BACKENDS
+
+    return list(BACKENDS)
+
+
 WANDB_MODES = ("online", "offline", "disabled")
 _STRING = of_type(str, "a string")
 _STRINGS = of_type(list, "a list of strings")
@@ -321,6 +327,12 @@ class TrainSchema:
     """The frame budget (``configs/budget/``)."""
     seed: Any = field(default=MISSING, metadata=rule(whole(0)))
     """Seeds python, numpy, torch, the training envs and (derived) the evaluation envs."""
+    backend: str = field(default="torch", metadata=rule(one_of(_backends)))
+    """``torch`` (SB3 agents on MiniGrid) or ``jax`` (navix envs, policy and update as one jitted JAX program;
+    the same config keys, metrics and run directories). Runs saved before the key existed read as ``torch``."""
+    seeds_per_job: Any = field(default=1, metadata=rule(whole(1)))
+    """Seeds ``seed`` .. ``seed + seeds_per_job - 1`` trained together in one vmapped program (``backend=jax``
+    only), each in its own run directory ``<run dir>/seed_<s>/``."""
     total_frames: Any = field(default=MISSING, metadata=rule(whole(1)))
     """Environment steps over all training envs (``3e5`` is accepted); times ``budget.frames_scale``."""
     n_envs: Any = field(default=MISSING, metadata=rule(whole(1)))

@@ -87,7 +87,12 @@ def hydra_main(cfg: DictConfig) -> None:
         if resuming:
             run_dir, cfg = saved_run(Path(cfg.resume))
         spec = build_spec(cfg)
-        train(cfg, spec, run_dir, resuming)
+        if OmegaConf.select(cfg, "backend", default="torch") == "jax":
+            from experiments.train_jax import check_jax, train_jax  # imports jax
+
+            train_jax(cfg, spec, check_jax(cfg, spec), run_dir, resuming)
+        else:
+            train(cfg, spec, run_dir, resuming)
     except ConfigError as err:
         fail(err, PROG)
 
@@ -301,6 +306,7 @@ def write_run_info(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool
         "model": spec.label,
         "core": spec.core,
         "agent": spec.algo,
+        "backend": OmegaConf.select(cfg, "backend", default="torch"),
         "seed": int(cfg.seed),
         "train_envs": list(spec.split.train),
         "heldout_envs": list(spec.split.heldout),

@@ -1,0 +1,126 @@
+"""``rims-rl-train backend=jax``: the JAX backend's runner, through the real CLI (navix envs, jitted updates, W&B
+offline): several seeds in one job, the torch backend's run directory and metric keys, resume after SIGKILL,
+the report, and one-line errors before anything is compiled."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import Run, check_no_duplicates, clean_env, ok, wandb_bytes
+
+import experiments.report
+from experiments.eval_loop import STATS
+from experiments.metrics import read_metrics
+
+pytest.importorskip("navix")
+
+#: JAX on one thread: the tests share the machine's cores (pytest-xdist).
+ONE_THREAD = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+PER_UPDATE = 32  # n_envs x n_steps
+TOTAL = 3 * PER_UPDATE
+JOB = [
+    "backend=jax",
+    "env=distshift",
+    "model=lstm",
+    "model.hidden_size=8",
+    "n_envs=2",
+    "agent.n_steps=16",
+    "agent.sequence_length=16",
+    "agent.batch_size=32",
+    f"total_frames={TOTAL}",
+    f"eval.every_frames={PER_UPDATE}",
+    "eval.episodes=1",
+    "eval.final_episodes=2",
+    f"checkpoint.every_frames={PER_UPDATE}",
+    "seeds_per_job=2",
+    "seed=3",
+]
+SEEDS = (3, 4)
+
+
+def _without_fps(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "time/fps"} for row in rows]
+
+
+@pytest.mark.slow
+def test_two_seeds_in_one_job_write_torch_run_dirs_resume_after_sigkill_and_report(
+    tmp_path: Path, train: Run
+) -> None:
+    job = tmp_path / "job"
+    ok(train([*JOB, f"hydra.run.dir={job}"], timeout=900, **ONE_THREAD))
+
+    # Each seed: a single-seed run directory with the torch backend's files and metric keys.
+    finals = []
+    for seed in SEEDS:
+        run_dir = job / f"seed_{seed}"
+        info = json.loads((run_dir / "run_info.json").read_text())
+        assert (info["backend"], info["seed"], info["model"]) == ("jax", seed, "lstm8")
+        assert (info["train_envs"], info["heldout_envs"]) == (["MiniGrid-DistShift1-v0"], ["MiniGrid-DistShift2-v0"])
+        assert "seeds_per_job: 1" in (run_dir / ".hydra" / "config.yaml").read_text()
+        rows = read_metrics(run_dir / "metrics.jsonl")
+        check_no_duplicates(rows)
+        updates = [row["frames"] for row in rows if "train/value_loss" in row]
+        assert updates == [PER_UPDATE, 2 * PER_UPDATE, TOTAL]
+        evals = [row for row in rows if "eval/train/return_mean" in row]
+        assert [row["frames"] for row in evals] == updates
+        scopes = ("train", "heldout", "MiniGrid-DistShift1-v0", "MiniGrid-DistShift2-v0")
+        assert {f"eval/{scope}/{stat}" for scope in scopes for stat in STATS} <= set(evals[0])
+        assert [row.get("eval/final") for row in evals] == [None, None, 1]
+        assert [row["eval/episodes"] for row in evals] == [1, 1, 2]
+        assert [c.name for c in sorted((run_dir / "checkpoints").iterdir())] == [
+            f"frames_{f:012d}" for f in updates
+        ]
+        assert all(b"eval/heldout/return_mean" in data for data in wandb_bytes(run_dir))
+        finals.append(evals[-1])
+    assert finals[0] != finals[1]  # the seeds are different runs
+
+    # Killed after its first checkpoint, resumed: the same rows as the uninterrupted job, none lost or duplicated.
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", *JOB, f"hydra.run.dir={killed}"],
+        cwd=tmp_path,
+        env=clean_env(**ONE_THREAD),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not (killed / f"seed_{SEEDS[-1]}" / "checkpoints" / f"frames_{PER_UPDATE:012d}").exists():
+            assert proc.poll() is None, "the job ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    ok(train([f"resume={killed}", "hydra.run.dir=resume_cmd"], timeout=900, **ONE_THREAD))
+    for seed in SEEDS:
+        expected = read_metrics(job / f"seed_{seed}" / "metrics.jsonl")
+        assert _without_fps(read_metrics(killed / f"seed_{seed}" / "metrics.jsonl")) == _without_fps(expected)
+
+    # The report reads them as two seeds of one model, the backend in the label when backends are mixed.
+    experiments.report.main([str(job), "--reps", "50"])
+    final_csv = (job / "report" / "distshift_final.csv").read_text().splitlines()
+    assert any(line.startswith("lstm8,") and ",2," in line for line in final_csv), final_csv
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["env=multiroom"], "split 'multiroom' has no jax env ids; run it with backend=torch"),
+        (["model=rim_set"], "model.features='set' is invalid with backend=jax; expected vector"),
+        (["+agent.shift_chunks=true"], "agent.shift_chunks=true is invalid with backend=jax; expected false"),
+        (["agent.batch_size=48"], "agent ppo (backend=jax): expected batch_size to be a multiple of"),
+        (["env.heldout=[MiniGrid-Empty-6x6-v0]"], "expected one jax env id per env id (override env.jax.heldout too)"),
+    ],
+)
+def test_bad_jax_input_fails_in_one_line_before_compiling(train: Run, args: list[str], message: str) -> None:
+    proc = train(["backend=jax", *args], **ONE_THREAD)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
