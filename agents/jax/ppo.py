@@ -607,7 +607,7 @@ def update(state: TrainState, env: Any, config: PPOConfig) -> tuple[TrainState, 
 
 
 def evaluate(
-    params: Any, key: Array, *, env: Any, config: PPOConfig, episodes: int, n_envs: int, greedy: bool
+    params: Any, key: Array, *, env: Any, config: PPOConfig, episodes: int, n_envs: int, greedy: bool | Array
 ) -> dict[str, Array]:
     """Play ``episodes`` whole episodes on ``n_envs`` envs; env ``i`` counts its first ``(episodes + i) // n_envs``
     (SB3's ``evaluate_policy``, so short episodes are not favoured). Pure; jit it with everything but ``params`` and
@@ -619,13 +619,15 @@ def evaluate(
     :param config: the policy's config.
     :param episodes: ``M``, episodes counted.
     :param n_envs: envs played at once (at most ``episodes`` are used).
-    :param greedy: take the most likely action instead of sampling.
+    :param greedy: take the most likely action instead of sampling; a Python bool or a traced bool (``jax.vmap``
+        over ``[False, True]`` plays both modes in one compiled program).
     :return: ``return_mean``, ``return_std``, ``success_rate`` (return > 0), ``length_mean``, ``episodes``; the
         per-episode ``returns`` and ``lengths`` ``(M,)``; with a core that sows its active units (RIM): over the
         steps of the counted episodes, ``unit_activity`` ``(L, U)`` (fraction of steps each unit was active),
         ``switch_rate`` (fraction of consecutive step pairs of one episode whose active set differs, over layers)
         and ``selection_entropy`` (bits of the distribution of active sets per layer, averaged over layers), the
-        definitions of :mod:`experiments.eval_loop`.
+        definitions of :mod:`experiments.eval_loop`, and the counts behind them: ``active_steps`` ``(L, U)``,
+        ``steps``, ``switches``, ``pairs`` and ``set_counts`` ``(L, 2**U)`` (how often each active set occurred).
     """
     if episodes < 1 or n_envs < 1:
         raise ValueError(f"expected episodes >= 1 and n_envs >= 1, got episodes={episodes}, n_envs={n_envs}")
@@ -675,7 +677,7 @@ def evaluate(
             params, one_step, c["core_state"], c["starts"][None], mutable="intermediates"
         )
         logits = logits[0]
-        actions = jnp.argmax(logits, -1) if greedy else jax.random.categorical(key_action, logits)
+        actions = jnp.where(greedy, jnp.argmax(logits, -1), jax.random.categorical(key_action, logits))
         env_state, obs, reward, terminated, truncated = jax.vmap(env.step)(
             c["env_state"], actions.astype(jnp.int32), jax.random.split(key_env, n_envs)
         )
@@ -728,6 +730,12 @@ def evaluate(
     if has_active:
         p = c["set_counts"] / jnp.maximum(c["set_counts"].sum(-1, keepdims=True), 1.0)
         result.update(
+            # the counts behind the statistics, to pool several evaluations exactly (experiments.train_jax)
+            active_steps=c["active_steps"],
+            steps=c["steps"],
+            switches=c["switches"],
+            pairs=c["pairs"],
+            set_counts=c["set_counts"],
             unit_activity=c["active_steps"] / jnp.maximum(c["steps"], 1.0),
             switch_rate=jnp.where(c["pairs"] > 0, c["switches"] / jnp.maximum(c["pairs"], 1.0), jnp.nan),
             selection_entropy=-(jnp.where(p > 0, p * jnp.log2(jnp.where(p > 0, p, 1.0)), 0.0)).sum(-1).mean(),
