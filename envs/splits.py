@@ -122,22 +122,16 @@ class Split:
         :return: ``self``, for chaining
         :raises ValueError: on the first problem found
         """
-        for field, ids in (("train", self.train), ("heldout", self.heldout)):
+        sides = [(field, ids, validate_env_id) for field, ids in (("train", self.train), ("heldout", self.heldout))]
+        sides += [(f"jax.{field}", ids, validate_jax_env_id) for field, ids in (self.jax or {}).items()]
+        for field, ids, validate in sides:
             if not ids:
                 raise ValueError(f"split {self.name!r}: expected at least one {field} env id, got []")
             for env_id in ids:
                 try:
-                    validate_env_id(env_id)
+                    validate(env_id)
                 except ValueError as err:
                     raise ValueError(f"split {self.name!r}, {field}: {err}") from None
-        for field, ids in (self.jax or {}).items():
-            if not ids:
-                raise ValueError(f"split {self.name!r}: expected at least one jax.{field} env id, got []")
-            for env_id in ids:
-                try:
-                    validate_jax_env_id(env_id)
-                except ValueError as err:
-                    raise ValueError(f"split {self.name!r}, jax.{field}: {err}") from None
         shared = sorted(set(self.train) & set(self.heldout))
         if shared:
             if self.train_seeds is None or self.heldout_seeds is None:
@@ -149,8 +143,7 @@ class Split:
             common = sorted(set(self.train_seeds) & set(self.heldout_seeds))
             if common:
                 raise ValueError(
-                    f"split {self.name!r}: expected disjoint train_seeds and heldout_seeds, "
-                    f"got {common} in both"
+                    f"split {self.name!r}: expected disjoint train_seeds and heldout_seeds, got {common} in both"
                 )
         return self
 

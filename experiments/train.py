@@ -234,20 +234,12 @@ def learn(
     """
     eval_seed = eval_seed_of(seed)
     frames = model.num_timesteps
-    bar = tqdm(
-        total=spec.total_frames,
-        initial=frames,
-        unit="frame",
-        unit_scale=True,
-        dynamic_ncols=True,
-        mininterval=1.0 if sys.stderr.isatty() else 30.0,
-        desc=spec.label,
-    )
+    bar = progress_bar(spec, frames, spec.label)
     try:
         while frames < spec.total_frames:
             stop = min(
-                _next_multiple(frames, spec.eval_every),
-                _next_multiple(frames, spec.checkpoint_every),
+                next_multiple(frames, spec.eval_every),
+                next_multiple(frames, spec.checkpoint_every),
                 spec.total_frames,
             )
             model.learn(stop - frames, callback=_LoopCallback(bar), reset_num_timesteps=False)
@@ -270,6 +262,20 @@ def learn(
                 save_checkpoint(model, run_dir, frames)
     finally:
         bar.close()
+
+
+def progress_bar(spec: RunSpec, frames: int, desc: str) -> tqdm:
+    """:return: a bar of training frames from ``frames`` to ``spec.total_frames`` (refreshed every second on a
+    terminal, every 30 s into a log file)"""
+    return tqdm(
+        total=spec.total_frames,
+        initial=frames,
+        unit="frame",
+        unit_scale=True,
+        dynamic_ncols=True,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        desc=desc,
+    )
 
 
 def record_rasters(model: BaseAlgorithm, spec: RunSpec, run_dir: Path, seed: int) -> None:
@@ -331,7 +337,7 @@ def _clear_previous_run(run_dir: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def _next_multiple(frames: int, every: int) -> int:
+def next_multiple(frames: int, every: int) -> int:
     """The first multiple of ``every`` after ``frames``."""
     return (frames // every + 1) * every
 

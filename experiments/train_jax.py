@@ -16,22 +16,25 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
+from agents.jax.networks import CORES
+from agents.jax.ppo import CONFIGS, evaluate, init, update
+from envs.jax import make
 from experiments.builders import eval_seed_of
 from experiments.checkpoint import TRAIN_STATE_FILE, Checkpoint, list_checkpoints, write_checkpoint
 from experiments.config import ConfigError, RunSpec
 from experiments.eval_loop import entropy_bits, target_name
 from experiments.metrics import METRICS_FILE, MetricsLog, truncate_metrics
+from experiments.train import next_multiple, open_metrics, prepare_run_dir, progress_bar, write_run_info
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +81,6 @@ def check_jax(cfg: DictConfig, spec: RunSpec) -> JaxPlan:
     :return: the plan
     :raises ConfigError: on the first problem, in one line
     """
-    from agents.jax.networks import CORES
-    from agents.jax.ppo import CONFIGS
-
     split = spec.split
     try:
         train_ids, heldout_ids = split.ids_for("jax")
@@ -141,12 +141,6 @@ def train_jax(cfg: DictConfig, spec: RunSpec, plan: JaxPlan, job_dir: Path, resu
     :param job_dir: the job's directory (the run directory when there is one seed)
     :param resuming: continue every seed from the latest checkpoint they all have
     """
-    import jax
-
-    from agents.jax.ppo import init
-    from envs.jax import make
-    from experiments.train import open_metrics, write_run_info
-
     config = plan.config
     runs = _run_dirs(cfg, plan, job_dir)
     start = _prepare(runs, resuming)
@@ -197,8 +191,6 @@ def _prepare(runs: Sequence[tuple[Path, DictConfig]], resuming: bool) -> int:
 
     :return: the frame count to start from
     """
-    from experiments.train import prepare_run_dir
-
     if not resuming:
         for run_dir, _ in runs:
             prepare_run_dir(run_dir, resuming=False)
@@ -233,18 +225,10 @@ def _learn(
     per_update = plan.config.n_envs * plan.config.n_steps
     segments: dict[int, Callable[[Any], tuple[Any, dict[str, Any]]]] = {}
     evaluators = Evaluators(targets, plan, spec)
-    bar = tqdm(
-        total=spec.total_frames,
-        initial=frames,
-        unit="frame",
-        unit_scale=True,
-        dynamic_ncols=True,
-        mininterval=1.0 if sys.stderr.isatty() else 30.0,
-        desc=f"{spec.label} (jax, {len(plan.seeds)} seed{'s' if len(plan.seeds) > 1 else ''})",
-    )
+    bar = progress_bar(spec, frames, f"{spec.label} (jax, {len(plan.seeds)} seed{'s' if len(plan.seeds) > 1 else ''})")
     try:
         while frames < spec.total_frames:
-            stop = min(_next_multiple(frames, spec.eval_every), _next_multiple(frames, spec.checkpoint_every))
+            stop = min(next_multiple(frames, spec.eval_every), next_multiple(frames, spec.checkpoint_every))
             n = math.ceil((min(stop, spec.total_frames) - frames) / per_update)
             if n not in segments:
                 segments[n] = _segment(env, plan.config, n)
@@ -282,10 +266,6 @@ def _learn(
 
 def _segment(env: Any, config: Any, n: int) -> Callable[[Any], tuple[Any, dict[str, Any]]]:
     """``n`` updates of every seed, jitted: ``state (S, ...) -> (state, metrics (n, S))``."""
-    import jax
-
-    from agents.jax.ppo import update
-
     step = functools.partial(update, env=env, config=config)
 
     def run(state: Any) -> tuple[Any, dict[str, Any]]:
@@ -294,10 +274,6 @@ def _segment(env: Any, config: Any, n: int) -> Callable[[Any], tuple[Any, dict[s
 
     vmapped = jax.vmap(run, out_axes=(0, 1))
     return jax.jit(vmapped)
-
-
-def _next_multiple(frames: int, every: int) -> int:
-    return (frames // every + 1) * every
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------------
@@ -321,10 +297,6 @@ class Evaluators:
 
     def _evaluate(self, index: int, final: bool) -> Callable[..., Any]:
         """``(params (S, ...), keys (S,)) -> results (S, 2, ...)``: mode 0 sampled, mode 1 greedy."""
-        import jax
-
-        from agents.jax.ppo import evaluate
-
         if (index, final) not in self._compiled:
             spec = self.spec
             episodes, n_envs = (
@@ -345,8 +317,6 @@ class Evaluators:
 
     def __call__(self, params: Any, seeds: Sequence[int], final: bool) -> list[dict[str, float]]:
         """:return: one ``eval/*`` dict per seed; every evaluation of a seed plays the same levels"""
-        import jax
-
         keys = jax.numpy.stack([jax.random.PRNGKey(eval_seed_of(seed)) for seed in seeds])
         played = []
         for index in range(len(self.targets)):
@@ -409,8 +379,6 @@ def _selection_metrics(prefix: str, pairs: Sequence[tuple[dict[str, Any], dict[s
 def _save_states(state: Any, run_dirs: Sequence[Path], frames: int) -> None:
     """Each seed's slice of ``state`` as a checkpoint of its run directory: ``train_state.npz``, the leaves of its
     ``agents.jax.ppo.TrainState`` in tree order."""
-    import jax
-
     leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(jax.device_get(state))]
     for i, run_dir in enumerate(run_dirs):
         write_checkpoint(
@@ -423,8 +391,6 @@ def _save_states(state: Any, run_dirs: Sequence[Path], frames: int) -> None:
 
 def _load_states(template: Any, checkpoints: Sequence[Checkpoint]) -> Any:
     """The seeds' saved states stacked into ``template``'s tree (its shapes checked)."""
-    import jax
-
     leaves, treedef = jax.tree.flatten(template)
     saved = []
     for checkpoint in checkpoints:

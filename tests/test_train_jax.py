@@ -124,3 +124,30 @@ def test_bad_jax_input_fails_in_one_line_before_compiling(train: Run, args: list
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_selection_statistics_pool_the_steps_of_both_modes_as_the_torch_backend_does() -> None:
+    import numpy as np
+
+    from experiments.eval_loop import set_entropy
+    from experiments.train_jax import _selection_metrics
+
+    def counts(sets: list[list[bool]], switches: int) -> dict:
+        """The counts agents.jax.ppo.evaluate returns for one episode of these active sets (one layer, 2 units)."""
+        active = np.array(sets)
+        index = (active * [1, 2]).sum(-1)
+        return {
+            "active_steps": active.sum(0)[None].astype(float),
+            "steps": len(sets),
+            "switches": switches,
+            "pairs": len(sets) - 1,
+            "set_counts": np.bincount(index, minlength=4)[None].astype(float),
+        }
+
+    sampled, greedy = [[True, False], [True, False]], [[False, True], [True, False]]
+    metrics = _selection_metrics("eval/x", [(counts(sampled, 0), counts(greedy, 1))])
+    assert metrics["eval/x/unit_activity/l0_u0"] == 0.75 and metrics["eval/x/unit_activity/l0_u1"] == 0.25
+    assert metrics["eval/x/switch_rate"] == 0.5
+    every_step = np.array(sampled + greedy)[:, None]  # (N, L, U), as the torch backend's SelectionStats keeps them
+    assert metrics["eval/x/selection_entropy"] == pytest.approx(set_entropy(every_step))
+    assert _selection_metrics("eval/x", [({"returns": 0}, {"returns": 0})]) == {}  # a core without units
