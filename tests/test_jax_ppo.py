@@ -97,6 +97,25 @@ def test_cores_are_the_torch_registry_names() -> None:
     assert set(CORES) == set(rims_rl.CORES)
 
 
+@pytest.mark.parametrize("ortho_init", [True, False])
+def test_conv2x2_is_flax_conv(ortho_init: bool) -> None:
+    """The extractor's matmul convolutions: nn.Conv's parameters (names, shapes, init), outputs and gradients."""
+    from flax import linen as nn
+
+    from agents.jax.networks import Conv2x2, MiniGridFeatures
+
+    init = {"kernel_init": nn.initializers.orthogonal(2**0.5), "bias_init": nn.initializers.zeros} if ortho_init else {}
+    x = jax.random.normal(jax.random.key(1), (5, 6, 4, 3))
+    conv, ours = nn.Conv(7, (2, 2), padding="VALID", **init), Conv2x2(7, **init)
+    params = conv.init(jax.random.key(0), x)
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, ours.init(jax.random.key(0), x), params))
+    np.testing.assert_allclose(ours.apply(params, x), conv.apply(params, x), rtol=1e-5, atol=1e-6)
+    grads = [jax.grad(lambda p, m=m: (m.apply(p, x) ** 2).sum())(params) for m in (ours, conv)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), *grads)
+    names = MiniGridFeatures().init(jax.random.key(0), {"image": jnp.zeros((1, 7, 7, 3)), "direction": jnp.zeros(1)})
+    assert sorted(names["params"]) == ["Conv_0", "Conv_1", "Conv_2", "Embed_0"]
+
+
 @pytest.mark.parametrize("gae_lambda", [0.95, 1.0])
 def test_gae_equals_sb3(gae_lambda: float) -> None:
     """SB3's buffer on the same arrays: terminations, and truncations bootstrapped the way SB3's PPO adds
