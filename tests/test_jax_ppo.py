@@ -116,6 +116,30 @@ def test_conv2x2_is_flax_conv(ortho_init: bool) -> None:
     assert sorted(names["params"]) == ["Conv_0", "Conv_1", "Conv_2", "Embed_0"]
 
 
+@pytest.mark.parametrize("core", ["lstm", "gru"])
+def test_recurrence_gradient_is_the_scan_gradient(core: str) -> None:
+    """The gated cores' custom backward pass equals autodiff of their scan, with resets and a nonzero start."""
+    from agents.jax import networks
+
+    cell = {"lstm": networks.LSTM, "gru": networks.GRU}[core]._cell
+    T, B, H, G = 7, 3, 5, 4 if core == "lstm" else 3
+    keys = jax.random.split(jax.random.key(0), 5)
+    gates_x = jax.random.normal(keys[0], (T, B, G * H))
+    starts = jax.random.bernoulli(keys[1], 0.3, (T, B))
+    carry = tuple(jax.random.normal(k, (B, H)) for k in jax.random.split(keys[2], 2 if core == "lstm" else 1))
+    weight_hh, bias_hh = jax.random.normal(keys[3], (H, G * H)), jax.random.normal(keys[4], (G * H,))
+
+    def loss(recurrence: Any, *args: Any) -> jax.Array:
+        output, final = recurrence(cell, *args)
+        return (jnp.sin(output) * jnp.arange(H)).sum() + sum((f**2).sum() for f in final)
+
+    args = (gates_x, starts, carry, weight_hh, bias_hh)
+    plain = functools.partial(loss, lambda *a: networks._scan_cell(*a)[0])
+    argnums = (0, 2, 3, 4)
+    ours, reference = (jax.grad(f, argnums)(*args) for f in (functools.partial(loss, networks._recurrence), plain))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), ours, reference)
+
+
 @pytest.mark.parametrize("gae_lambda", [0.95, 1.0])
 def test_gae_equals_sb3(gae_lambda: float) -> None:
     """SB3's buffer on the same arrays: terminations, and truncations bootstrapped the way SB3's PPO adds

@@ -78,6 +78,7 @@ def _recurrence(
     """:func:`_scan_cell`'s outputs, with a backward pass that sums the gradient of ``weight_hh`` and ``bias_hh``
     over all steps in one matmul after the reverse scan; autodiff of the scan adds it up step by step inside the
     loop, which costs as much as the rest of the backward pass on CPU (measured: LSTM 192, ``T = 32``, ``B = 8``).
+    Reverse mode only (``jax.grad``, ``jax.vjp``); ``jax.jvp`` through a custom VJP is an error.
 
     :param gates_x: ``(T, B, G H)``, the input projections.
     :param starts: ``(T, B)`` bool: zero the carry before that step.
