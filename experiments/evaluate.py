@@ -75,6 +75,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = resolve_checkpoint(Path(cfg.checkpoint))
     except FileNotFoundError as err:
         raise ConfigError(f"checkpoint={cfg.checkpoint!r}: {err}") from None
+    if not checkpoint.model_path.is_file():
+        raise ConfigError(
+            f"checkpoint={cfg.checkpoint!r}: {str(checkpoint.path)!r} is a backend=jax checkpoint; rims-rl-eval "
+            f"evaluates torch runs (a jax run's final evaluation is its last eval row, eval.final_episodes)"
+        )
     saved = run_dir_of(checkpoint) / ".hydra" / "config.yaml"
     if not saved.is_file():
         raise ConfigError(f"checkpoint={cfg.checkpoint!r}: expected the run's config at {str(saved)!r}")

@@ -49,9 +49,7 @@ def _without_fps(rows: list[dict]) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_two_seeds_in_one_job_write_torch_run_dirs_resume_after_sigkill_and_report(
-    tmp_path: Path, train: Run
-) -> None:
+def test_two_seeds_in_one_job_write_torch_run_dirs_resume_after_sigkill_and_report(tmp_path: Path, train: Run) -> None:
     job = tmp_path / "job"
     ok(train([*JOB, f"hydra.run.dir={job}"], timeout=900, **ONE_THREAD))
 
@@ -73,9 +71,7 @@ def test_two_seeds_in_one_job_write_torch_run_dirs_resume_after_sigkill_and_repo
         assert {f"eval/{scope}/{stat}" for scope in scopes for stat in STATS} <= set(evals[0])
         assert [row.get("eval/final") for row in evals] == [None, None, 1]
         assert [row["eval/episodes"] for row in evals] == [1, 1, 2]
-        assert [c.name for c in sorted((run_dir / "checkpoints").iterdir())] == [
-            f"frames_{f:012d}" for f in updates
-        ]
+        assert [c.name for c in sorted((run_dir / "checkpoints").iterdir())] == [f"frames_{f:012d}" for f in updates]
         assert all(b"eval/heldout/return_mean" in data for data in wandb_bytes(run_dir))
         finals.append(evals[-1])
     assert finals[0] != finals[1]  # the seeds are different runs
@@ -151,3 +147,20 @@ def test_selection_statistics_pool_the_steps_of_both_modes_as_the_torch_backend_
     every_step = np.array(sampled + greedy)[:, None]  # (N, L, U), as the torch backend's SelectionStats keeps them
     assert metrics["eval/x/selection_entropy"] == pytest.approx(set_entropy(every_step))
     assert _selection_metrics("eval/x", [({"returns": 0}, {"returns": 0})]) == {}  # a core without units
+
+
+def test_rims_rl_eval_of_a_jax_run_fails_in_one_line(tmp_path: Path, run_cli: Run) -> None:
+    from omegaconf import OmegaConf
+
+    from experiments.checkpoint import TRAIN_STATE_FILE, write_checkpoint
+
+    run_dir = tmp_path / "jax_run"  # what a backend=jax run leaves: its config and a train-state checkpoint
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(
+        OmegaConf.create({"backend": "jax", "env": {"name": "distshift"}}), run_dir / ".hydra" / "config.yaml"
+    )
+    write_checkpoint(run_dir, 32, lambda path: (path / TRAIN_STATE_FILE).write_bytes(b""), backend="jax")
+    proc = run_cli("experiments.evaluate", [f"checkpoint={run_dir}"])
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is a backend=jax checkpoint; rims-rl-eval evaluates torch runs" in lines[0], lines
