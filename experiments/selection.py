@@ -264,6 +264,18 @@ def record_selection(
     :return: the written files
     """
     episodes = [record_episode(model, env, seed, name, scope) for name, scope, env in envs]
+    return write_selection(episodes, run_dir, title)
+
+
+def write_selection(episodes: Sequence[SelectionEpisode], run_dir: Path, title: str) -> list[Path]:
+    """Write ``selection/<env>.json`` per episode and their ``selection_raster.png`` in ``run_dir`` (both
+    backends' runners).
+
+    :param episodes: the recorded episodes (at least one), train ones first
+    :param run_dir: the run directory
+    :param title: the raster's title
+    :return: the written files
+    """
     paths = [save_episode(run_dir / SELECTION_DIR / f"{e.env}.json", e) for e in episodes]
     fig = raster_figure(episodes, title)
     fig.savefig(run_dir / RASTER_FILE, dpi=120)

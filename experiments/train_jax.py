@@ -34,6 +34,8 @@ from experiments.checkpoint import TRAIN_STATE_FILE, Checkpoint, list_checkpoint
 from experiments.config import ConfigError, RunSpec
 from experiments.eval_loop import entropy_bits, target_name
 from experiments.metrics import METRICS_FILE, MetricsLog, truncate_metrics
+from experiments.selection import RASTER_FILE
+from experiments.selection_jax import record_selection
 from experiments.train import next_multiple, open_metrics, prepare_run_dir, progress_bar, write_run_info
 
 log = logging.getLogger(__name__)
@@ -258,10 +260,27 @@ def _learn(
                 log.info(
                     "frames %d: return train %.3f, held-out %.3f (seed mean)", frames, train_return, heldout_return
                 )
+            if done:  # before the final checkpoint, as the torch runner: a resumed run never ends without them
+                _record_rasters(state.params, targets, spec, plan, runs)
             if done or frames // spec.checkpoint_every > previous // spec.checkpoint_every:
                 _save_states(state, [run_dir for run_dir, _ in runs], frames)
     finally:
         bar.close()
+
+
+def _record_rasters(
+    params: Any, targets: Sequence[JaxTarget], spec: RunSpec, plan: JaxPlan, runs: Sequence[tuple[Path, DictConfig]]
+) -> None:
+    """For a core that reports its active units: each seed's selection raster of one episode on the first train
+    target and the first held-out target (:mod:`experiments.selection_jax`), as the torch runner's
+    :func:`experiments.train.record_rasters`."""
+    firsts = [next(t for t in targets if t.scope == scope) for scope in ("train", "heldout")]
+    titles = [f"{spec.label} on {spec.split.name}, seed {s}: active units per step (one episode)" for s in plan.seeds]
+    run_dirs = [run_dir for run_dir, _ in runs]
+    envs = [(t.name, t.scope, t.env) for t in firsts]
+    paths = record_selection(params, plan.config, envs, plan.seeds, run_dirs, titles)
+    if paths:
+        log.info("selection rasters: %s", ", ".join(str(run_dir / RASTER_FILE) for run_dir in run_dirs))
 
 
 def _segment(env: Any, config: Any, n: int) -> Callable[[Any], tuple[Any, dict[str, Any]]]:
