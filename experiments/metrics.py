@@ -21,6 +21,8 @@ from stable_baselines3.common.logger import KVWriter, Logger
 METRICS_FILE = "metrics.jsonl"
 #: The run's identity (split, model label, seed, env ids, W&B id), written by ``rims-rl-train``.
 RUN_INFO_FILE = "run_info.json"
+#: The command-line overrides a run was started with, as Hydra saves them (the report can label runs by them).
+OVERRIDES_FILE = ".hydra/overrides.yaml"
 
 
 class MetricsLog:

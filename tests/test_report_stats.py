@@ -190,6 +190,23 @@ def test_runs_of_both_backends_are_labelled_apart(tmp_path: Path) -> None:
     assert final_row(rows, "lstm64 (ppo, torch)", "train", "return")["n_seeds"] == "2"
 
 
+def test_label_by_tells_runs_apart_by_their_overrides(tmp_path: Path) -> None:
+    overrides = {"0": [], "1": ["agent.normalize_advantage=true", "seed=1"], "2": ["~agent.clip_range_vf", "seed=2"]}
+    for name, lines in overrides.items():
+        write_run(tmp_path / "runs" / name, "rim64_u4_k3", int(name), [100, 200])
+        if lines:
+            (tmp_path / "runs" / name / ".hydra").mkdir()
+            (tmp_path / "runs" / name / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in lines))
+    experiments.report.main([str(tmp_path / "runs"), "--reps", REPS, "--out", str(tmp_path / "pooled")])
+    assert {r["model"] for r in read_csv(tmp_path / "pooled" / "empty_final.csv")} == {"rim64_u4_k3"}
+    experiments.report.main([str(tmp_path / "runs"), "--reps", REPS, "--label-by", "agent.", "--out", f"{tmp_path}/a"])
+    rows = read_csv(tmp_path / "a" / "empty_final.csv")
+    labels = {"rim64_u4_k3", "rim64_u4_k3 (normalize_advantage=true)", "rim64_u4_k3 (~clip_range_vf)"}
+    assert {r["model"] for r in rows} == labels  # seed=1 is not under agent.: not in the label
+    assert final_row(rows, "rim64_u4_k3 (normalize_advantage=true)", "train", "return")["n_seeds"] == "1"
+    assert "under `agent.`" in (tmp_path / "a" / "report.md").read_text()
+
+
 @pytest.mark.parametrize("case", ["empty", "missing", "no_eval"])
 def test_dir_without_runs_fails_with_one_clear_line(tmp_path: Path, case: str, run_cli: Run) -> None:
     target = tmp_path / "nothing"

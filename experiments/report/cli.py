@@ -56,6 +56,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--baseline", default="lstm", metavar="CORE", help="compare every model with the models of this core (lstm)"
     )
+    parser.add_argument(
+        "--label-by",
+        nargs="+",
+        default=[],
+        metavar="PREFIX",
+        help="add the overrides a run was started with whose key begins with PREFIX to its model label, e.g. "
+        "--label-by agent. (runs that differ only in those get their own rows and curves)",
+    )
     parser.add_argument("--wandb", action="store_true", help="log figures and tables to a new W&B run (WANDB_MODE)")
     parser.add_argument("--wandb-project", default="rims-rl", help="W&B project for --wandb (default rims-rl)")
     args = parser.parse_args(argv)
@@ -71,7 +79,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     out = args.out if args.out is not None else args.dirs[0] / "report"
     opts = Options(
-        greedy=args.greedy, final_evals=args.final_evals, reps=args.reps, seed=args.seed, baseline=args.baseline
+        greedy=args.greedy,
+        final_evals=args.final_evals,
+        reps=args.reps,
+        seed=args.seed,
+        baseline=args.baseline,
+        label_by=tuple(args.label_by),
     )
     try:
         path = build_report(args.dirs, out, opts, args.wandb_project if args.wandb else None)

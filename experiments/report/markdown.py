@@ -42,6 +42,7 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
     """
     kind = "greedy-action" if opts.greedy else "sampled-action"
     final = "its last evaluation" if opts.final_evals == 1 else f"the mean of its last {opts.final_evals} evaluations"
+    prefixes = ", ".join(f"`{prefix}`" for prefix in opts.label_by)
     lines = [
         "# rims-rl report",
         "",
@@ -51,7 +52,8 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
         f"`{opts.key('<scope>', 'success').split('/')[-1]}`). A run's final score is {final}. "
         "Curves: mean across seeds of each seed's eval curve (interpolated onto the frames all seeds cover) with a "
         "95% percentile-bootstrap band across seeds. Tables: interquartile mean (IQM) with a 95% stratified-bootstrap "
-        f"CI ({opts.reps} resamples, rliable), mean and standard deviation across seeds. With one seed there is no CI.",
+        f"CI ({opts.reps} resamples, rliable), mean and standard deviation across seeds. With one seed there is no CI."
+        + (f" Model labels add the overrides a run was started with under {prefixes}." if opts.label_by else ""),
         "",
     ]
     for rep in reports:

@@ -21,6 +21,8 @@ class Options:
     :param reps: bootstrap resamples
     :param seed: seed of the bootstraps
     :param baseline: the core every other model is compared with (``run_info["core"]``)
+    :param label_by: key prefixes of the overrides that join a run's model label
+        (:func:`~experiments.report.runs.label_runs`)
     """
 
     greedy: bool = False
@@ -28,6 +30,7 @@ class Options:
     reps: int = 2000
     seed: int = 0
     baseline: str = "lstm"
+    label_by: tuple[str, ...] = ()
 
     def key(self, scope: str, stat: str) -> str:
         """:param scope: ``train``, ``heldout`` or an env scope

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from experiments.metrics import METRICS_FILE, RUN_INFO_FILE, read_metrics
+from experiments.metrics import METRICS_FILE, OVERRIDES_FILE, RUN_INFO_FILE, read_metrics
 
 PROG = "rims-rl-report"
 INFO_KEYS = ("split", "model", "seed", "train_envs", "heldout_envs")
@@ -34,11 +35,13 @@ class Run:
     :param path: its directory
     :param info: its ``run_info.json``
     :param rows: its ``metrics.jsonl`` rows, in file order
+    :param overrides: its command-line overrides (``.hydra/overrides.yaml``, e.g. ``"agent.n_epochs=10"``)
     """
 
     path: Path
     info: dict[str, Any]
     rows: list[dict[str, Any]]
+    overrides: tuple[str, ...] = ()
 
     @property
     def split(self) -> str:
@@ -120,24 +123,39 @@ def load_run(path: Path) -> Run:
     missing = [k for k in INFO_KEYS if k not in info]
     if missing:
         raise ReportError(f"{path / RUN_INFO_FILE}: missing {', '.join(missing)}")
-    return Run(path, info, rows)
+    overrides = path / OVERRIDES_FILE
+    return Run(path, info, rows, tuple(yaml.safe_load(overrides.read_text()) or ()) if overrides.is_file() else ())
 
 
-def label_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
+def label_runs(runs: Sequence[Run], label_by: Sequence[str] = ()) -> dict[str, list[Run]]:
     """Group the runs of one split by model label (``"lstm64"``; ``"lstm64 (a2c)"`` when agents are mixed,
-    ``"lstm64 (jax)"`` when backends are, ``"lstm64 (a2c, jax)"`` when both are).
+    ``"lstm64 (jax)"`` when backends are, ``"lstm64 (a2c, jax)"`` when both are), with the overrides a run was
+    started with whose key begins with one of ``label_by`` (``"rim64_u4_k3 (normalize_advantage=true)"`` for
+    ``label_by=("agent.",)``; the key's last part is shown), so runs that differ only in those are told apart.
 
     :param runs: runs of one split
+    :param label_by: key prefixes of the overrides to label by, e.g. ``("agent.", "model.k")``
     :return: label -> runs, labels in sorted order
     """
     mixed = [key for key in ("agent", "backend") if len({_info(run, key) for run in runs}) > 1]
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        label = str(run.info["model"])
-        if mixed:
-            label += f" ({', '.join(_info(run, key) for key in mixed)})"
+        parts = [_info(run, key) for key in mixed] + _labelled_overrides(run, label_by)
+        label = str(run.info["model"]) + (f" ({', '.join(parts)})" if parts else "")
         groups.setdefault(label, []).append(run)
     return {label: sorted(groups[label], key=lambda r: (r.seed, str(r.path))) for label in sorted(groups)}
+
+
+def _labelled_overrides(run: Run, label_by: Sequence[str]) -> list[str]:
+    """``run``'s overrides under the prefixes ``label_by`` as ``name=value`` (``~name`` for a deletion)."""
+    parts = []
+    for override in run.overrides:
+        key, _, value = override.partition("=")
+        bare = key.lstrip("+~")
+        if any(bare.startswith(prefix) for prefix in label_by):
+            name = bare.rsplit(".", 1)[-1]
+            parts.append(f"~{name}" if key.startswith("~") else f"{name}={value}")
+    return parts
 
 
 def _info(run: Run, key: str) -> str:

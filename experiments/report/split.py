@@ -49,7 +49,7 @@ def report_split(split: str, runs: Sequence[Run], opts: Options, out: Path) -> S
     :param opts: report options
     :param out: output directory
     """
-    groups = label_runs(runs)
+    groups = label_runs(runs, opts.label_by)
     figures = draw_figures(split, groups, opts, out)
     final = final_table(split, groups, opts)
     improvement = improvement_table(groups, opts)
