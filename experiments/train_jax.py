@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from experiments.builders import eval_seed_of
 from experiments.checkpoint import TRAIN_STATE_FILE, Checkpoint, list_checkpoints, write_checkpoint
 from experiments.config import ConfigError, RunSpec
 from experiments.eval_loop import entropy_bits, target_name
-from experiments.metrics import METRICS_FILE, MetricsLog, truncate_metrics
+from experiments.metrics import METRICS_FILE, OVERRIDES_FILE, MetricsLog, truncate_metrics
 from experiments.selection import RASTER_FILE
 from experiments.selection_jax import record_selection
 from experiments.train import next_multiple, open_metrics, prepare_run_dir, progress_bar, write_run_info
@@ -171,9 +172,11 @@ def train_jax(cfg: DictConfig, spec: RunSpec, plan: JaxPlan, job_dir: Path, resu
 
 def _run_dirs(cfg: DictConfig, plan: JaxPlan, job_dir: Path) -> list[tuple[Path, DictConfig]]:
     """Each seed's run directory and config (``seed``, ``seeds_per_job: 1``), its ``.hydra/config.yaml`` written
-    when the directory is a sub-directory of the job's."""
+    (and the job's ``overrides.yaml`` copied, for the report's labels) when the directory is a sub-directory of the
+    job's."""
     if len(plan.seeds) == 1:
         return [(job_dir, cfg)]
+    overrides = job_dir / OVERRIDES_FILE
     runs = []
     for seed in plan.seeds:
         run_cfg = cfg.copy()
@@ -183,6 +186,8 @@ def _run_dirs(cfg: DictConfig, plan: JaxPlan, job_dir: Path) -> list[tuple[Path,
         run_dir = job_dir / f"seed_{seed}"
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         OmegaConf.save(run_cfg, run_dir / ".hydra" / "config.yaml")
+        if overrides.is_file():
+            shutil.copyfile(overrides, run_dir / OVERRIDES_FILE)
         runs.append((run_dir, run_cfg))
     return runs
 

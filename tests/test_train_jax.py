@@ -16,7 +16,7 @@ from helpers import Run, check_no_duplicates, clean_env, ok, wandb_bytes
 
 import experiments.report
 from experiments.eval_loop import STATS
-from experiments.metrics import read_metrics
+from experiments.metrics import OVERRIDES_FILE, read_metrics
 
 pytest.importorskip("navix")
 
@@ -61,6 +61,7 @@ def test_two_seeds_in_one_job_write_torch_run_dirs_resume_after_sigkill_and_repo
         assert (info["backend"], info["seed"], info["model"]) == ("jax", seed, "lstm8")
         assert (info["train_envs"], info["heldout_envs"]) == (["MiniGrid-DistShift1-v0"], ["MiniGrid-DistShift2-v0"])
         assert "seeds_per_job: 1" in (run_dir / ".hydra" / "config.yaml").read_text()
+        assert (run_dir / OVERRIDES_FILE).read_text() == (job / OVERRIDES_FILE).read_text()  # for --label-by
         rows = read_metrics(run_dir / "metrics.jsonl")
         check_no_duplicates(rows)
         updates = [row["frames"] for row in rows if "train/value_loss" in row]
