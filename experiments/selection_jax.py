@@ -9,7 +9,8 @@ backend, so ``rims-rl-report`` reads both alike.
 
 An episode is :func:`play_episode`: a ``jax.lax.scan`` of ``max_steps`` steps of batch one, steps after the episode's
 end masked out (an episode always ends by ``max_steps``, the time limit); with ``jax.vmap`` over seeds it is one
-compiled program per env.
+compiled program per env. For a small RIM (``hidden_size=12``, 3 units) on DoorKey-5x5, two seeds, one pinned CPU
+thread on a loaded machine: tracing 1.5 s, compiling 8.5 s, playing 250 steps 13 ms.
 
 Events (:data:`experiments.selection.EVENTS`, :func:`step_with_events`) are read from the navix state before and after
 each step, with :func:`experiments.selection.step_events`'s meanings: ``key``, the agent's pocket becomes a key;

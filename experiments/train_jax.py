@@ -3,8 +3,9 @@ PPO/A2C update (:mod:`agents.jax`) run as one jitted program per segment of upda
 once (``jax.vmap`` over a leading seed axis).
 
 Each seed writes the run directory a torch run writes: ``metrics.jsonl`` with the same keys, ``run_info.json`` (with
-``backend: jax``), ``checkpoints/``, ``.hydra/config.yaml`` and W&B, so ``rims-rl-report`` and ``resume=`` treat
-the backends alike. With ``seeds_per_job=N`` the job's directory holds ``seed_<s>/`` for seeds ``seed`` ..
+``backend: jax``), ``checkpoints/``, ``.hydra/config.yaml``, W&B and, for a RIM, the selection rasters
+(:mod:`experiments.selection_jax`), so ``rims-rl-report`` and ``resume=`` treat the backends alike. With
+``seeds_per_job=N`` the job's directory holds ``seed_<s>/`` for seeds ``seed`` ..
 ``seed + N - 1``; each of them is a single-seed run directory (its config says ``seeds_per_job: 1``) that can be
 reported or resumed on its own, and ``resume=<job dir>`` resumes all of them together. Metric scopes name the
 MiniGrid world each navix env stands for (``eval/MiniGrid-DoorKey-5x5-v0/...``), so the two backends' curves line

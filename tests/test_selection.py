@@ -64,6 +64,11 @@ def doorkey_plan(env: gym.Env, seed: int) -> tuple[list[int], dict[str, int]]:
     found by playing a copy of the env, and the step of each event."""
     env = copy.deepcopy(env)
     env.reset(seed=seed)
+    return solve_doorkey(env)
+
+
+def solve_doorkey(env: gym.Env) -> tuple[list[int], dict[str, int]]:
+    """:func:`doorkey_plan` from the env's current level and pose, found by playing the env itself."""
     plan: list[int] = []
     steps = {}
     for kind, last in (("key", PICKUP), ("door", TOGGLE), ("goal", FORWARD)):

@@ -74,6 +74,7 @@ def test_two_seeds_in_one_job_write_torch_run_dirs_resume_after_sigkill_and_repo
         assert [row["eval/episodes"] for row in evals] == [1, 1, 2]
         assert [c.name for c in sorted((run_dir / "checkpoints").iterdir())] == [f"frames_{f:012d}" for f in updates]
         assert all(b"eval/heldout/return_mean" in data for data in wandb_bytes(run_dir))
+        assert not (run_dir / "selection").exists() and not (run_dir / "selection_raster.png").exists()  # an LSTM
         finals.append(evals[-1])
     assert finals[0] != finals[1]  # the seeds are different runs
 
