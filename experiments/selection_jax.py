@@ -17,8 +17,8 @@ each step, with :func:`experiments.selection.step_events`'s meanings: ``key``, t
 ``door``, a door's ``open`` turns true; ``goal``, a positive reward; ``end``, terminated or truncated. An event at
 step ``t`` is caused by the action of step ``t``. One case is not seen: a key picked up or a door opened by the
 action that the time limit cuts off, because :class:`envs.jax.JaxEnv` returns the next episode's first state from
-an ending step (every other ending action, walking onto the goal or into lava or an obstacle, picking up
-KeyCorridor's ball, ``done``, picks up no key and opens no door).
+an ending step (the actions that end an episode otherwise, walking onto the goal or into lava or an obstacle and
+picking up KeyCorridor's ball, pick up no key and open no door).
 
 Symbols: S seeds, T steps of the episode, M ``max_steps``, L layers, U units per layer.
 """
