@@ -6,6 +6,7 @@ entry in the list.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -114,11 +115,16 @@ def curves(stat: str) -> Draw:
             ax.set_title(panel.title, fontsize=9)
             ax.set_xlabel("frames")
             ax.grid(alpha=0.3)
-        for ax in axes.flat[len(shown) :]:
-            ax.set_visible(False)
         for ax in axes[:, 0]:
             ax.set_ylabel(("greedy " if opts.greedy else "") + STAT_NAMES[stat])
-        axes.flat[0].legend(fontsize=8)
+        spare = axes.flat[len(shown) :]
+        for ax in spare:
+            ax.axis("off")
+        if len(spare):  # the legend in the first unused slot, long labels (--label-by) wrapped
+            handles, labels = axes.flat[0].get_legend_handles_labels()
+            spare[0].legend(handles, [textwrap.fill(label, 45) for label in labels], loc="upper left", fontsize=8)
+        else:
+            axes.flat[0].legend(fontsize=8)
         fig.suptitle(f"{split}: {STAT_NAMES[stat]}, mean across seeds, 95% bootstrap band", fontsize=10)
         fig.tight_layout()
         return fig
