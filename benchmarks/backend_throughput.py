@@ -158,14 +158,13 @@ def measure_jax(core: str, n_envs: int, iterations: int, seeds: int, mode: str) 
         core_kwargs=CORES[core],
         net_arch=NET_ARCH,
     )
-    init = functools.partial(ppo.init, env=env, config=config)
     update = functools.partial(ppo.update, env=env, config=config)
     keys = jax.random.split(jax.random.key(0), seeds)
     if mode == "vmap":
-        init, update = jax.vmap(init), jax.vmap(update)
-        starts = [jax.jit(init)(keys)]
+        update = jax.vmap(update)
+        starts = [ppo.init_seeds(keys, env, config)]
     else:
-        starts = [jax.jit(init)(key) for key in keys]
+        starts = [jax.jit(functools.partial(ppo.init, env=env, config=config))(key) for key in keys]
     start = time.perf_counter()
     compiled = jax.jit(update).lower(starts[0]).compile()
     compile_s = time.perf_counter() - start

@@ -29,7 +29,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from agents.jax.networks import CORES
-from agents.jax.ppo import CONFIGS, evaluate, init, update
+from agents.jax.ppo import CONFIGS, evaluate, init_seeds, update
 from envs.jax import make
 from experiments.builders import eval_seed_of
 from experiments.checkpoint import TRAIN_STATE_FILE, Checkpoint, list_checkpoints, write_checkpoint
@@ -155,7 +155,7 @@ def train_jax(cfg: DictConfig, spec: RunSpec, plan: JaxPlan, job_dir: Path, resu
     env = make(plan.train_id, spec.split.train_seeds)
     targets = [JaxTarget(scope, name, make(jax_id, seeds)) for scope, name, jax_id, seeds in plan.targets]
     keys = jax.numpy.stack([jax.random.PRNGKey(seed) for seed in plan.seeds])
-    state = jax.jit(jax.vmap(lambda key: init(key, env, config)))(keys)
+    state = init_seeds(keys, env, config)
     if start:
         state = _load_states(state, [_checkpoint_at(run_dir, start) for run_dir, _ in runs])
 

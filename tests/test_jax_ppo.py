@@ -247,7 +247,7 @@ def test_vmapped_seeds_equal_sequential_seeds() -> None:
     config = small_config("gru")
     keys = jax.random.split(jax.random.key(3), 2)
     step = functools.partial(ppo.update, env=env, config=config)
-    states = jax.vmap(lambda k: ppo.init(k, env, config))(keys)
+    states = ppo.init_seeds(keys, env, config)
     batched, batched_metrics = jax.jit(jax.vmap(step))(states)
     single_step = jax.jit(step)
     for i in range(2):
@@ -258,6 +258,26 @@ def test_vmapped_seeds_equal_sequential_seeds() -> None:
         for name, value in metrics.items():
             np.testing.assert_allclose(value, batched_metrics[name][i], rtol=1e-4, atol=1e-5, err_msg=name)
     assert not np.allclose(batched_metrics["train/loss"][0], batched_metrics["train/loss"][1])
+
+
+INIT_SEEDS_AT_FULL_SIZE = """
+import jax, numpy as np
+from agents.jax import ppo
+from envs.jax import make
+env, config = make("Navix-DoorKey-5x5-v0"), ppo.PPOConfig()
+keys = jax.random.split(jax.random.PRNGKey(0), 3)
+states = ppo.init_seeds(keys, env, config)
+one = jax.jit(lambda key: ppo.init(key, env, config))
+for i, key in enumerate(keys):
+    for a, b in zip(jax.tree.leaves(one(key)), jax.tree.leaves(states), strict=True):
+        np.testing.assert_array_equal(a, b[i])
+"""
+
+
+def test_init_seeds_of_the_default_model_finishes() -> None:
+    """Regression: ``jax.vmap(init)`` of the default model (LSTM 192, orthogonal init: batched QR) deadlocked
+    XLA:CPU's intra-op pool on 2 cores; :func:`ppo.init_seeds` finishes and equals :func:`ppo.init` of each key."""
+    subprocess.run([sys.executable, "-c", INIT_SEEDS_AT_FULL_SIZE], check=True, timeout=240)
 
 
 def test_truncation_bootstraps_from_the_value() -> None:
@@ -392,7 +412,7 @@ def test_ppo_learns_empty_5x5() -> None:
         return jax.lax.scan(lambda s, _: (step(s)[0], None), state, None, length=15)[0]
 
     keys = jax.random.split(jax.random.key(0), 5)
-    states = jax.vmap(lambda k: ppo.init(k, env, config))(keys)
+    states = ppo.init_seeds(keys, env, config)
     play = functools.partial(ppo.evaluate, env=env, config=config, episodes=50, n_envs=25, greedy=False)
     before = jax.jit(jax.vmap(play))(states.params, keys)["return_mean"]
     after = jax.jit(jax.vmap(play))(train(states).params, keys)["return_mean"]

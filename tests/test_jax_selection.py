@@ -29,7 +29,7 @@ jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 pytest.importorskip("navix")
 
-from agents.jax.ppo import PPOConfig, init  # noqa: E402  # after the skips: these tests need jax and navix
+from agents.jax.ppo import PPOConfig, init_seeds  # noqa: E402  # after the skips: these tests need jax and navix
 from envs.jax import JAX_ENVS, make  # noqa: E402
 from experiments.selection_jax import record_selection, step_with_events, unit_shape  # noqa: E402
 
@@ -88,7 +88,7 @@ def test_a_core_without_active_units_records_nothing(tmp_path: Path) -> None:
     lstm = PPOConfig(n_envs=2, n_steps=16, batch_size=32, sequence_length=16, core_kwargs={"hidden_size": 8})
     rim = lstm.replace(core="rim", core_kwargs={"hidden_size": 12, "num_units": 3, "k": 2})
     assert (unit_shape(lstm, env), unit_shape(rim, env)) == (None, (1, 3))
-    params = jax.jit(jax.vmap(lambda key: init(key, env, lstm).params))(jax.random.split(jax.random.PRNGKey(0), 1))
+    params = init_seeds(jax.random.split(jax.random.PRNGKey(0), 1), env, lstm).params
     assert record_selection(params, lstm, [(TRAIN, "train", env)], [0], [tmp_path], ["lstm"]) == []
     assert list(tmp_path.iterdir()) == []
 

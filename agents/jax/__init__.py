@@ -10,7 +10,18 @@ Needs the ``jax`` extra; ``import agents`` never imports this subpackage.
 """
 
 from agents.jax.networks import CORES, ActorCritic, MiniGridFeatures, make_core
-from agents.jax.ppo import CONFIGS, PPOConfig, Rollout, TrainState, a2c_config, evaluate, init, make_policy, update
+from agents.jax.ppo import (
+    CONFIGS,
+    PPOConfig,
+    Rollout,
+    TrainState,
+    a2c_config,
+    evaluate,
+    init,
+    init_seeds,
+    make_policy,
+    update,
+)
 
 __all__ = [
     "CONFIGS",
@@ -23,6 +34,7 @@ __all__ = [
     "a2c_config",
     "evaluate",
     "init",
+    "init_seeds",
     "make_core",
     "make_policy",
     "update",

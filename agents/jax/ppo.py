@@ -65,6 +65,7 @@ __all__ = [
     "evaluate",
     "explained_variance",
     "init",
+    "init_seeds",
     "make_optimizer",
     "make_policy",
     "ppo_loss",
@@ -323,7 +324,7 @@ class Rollout(NamedTuple):
 def init(key: Array, env: Any, config: PPOConfig) -> TrainState:
     """A fresh :class:`TrainState`: parameters, optimizer state, ``E`` reset envs, a zero recurrent state.
 
-    Pure and traceable: ``jax.vmap(lambda k: init(k, env, config))(keys)`` makes one state per seed.
+    Pure and traceable. For several seeds use :func:`init_seeds`, not ``jax.vmap`` of this function (it says why).
 
     :param key: a PRNG key.
     :param env: a :class:`envs.jax.JaxEnv`.
@@ -349,6 +350,24 @@ def init(key: Array, env: Any, config: PPOConfig) -> TrainState:
         episode_return=jnp.zeros((config.n_envs,), jnp.float32),
         episode_length=jnp.zeros((config.n_envs,), jnp.int32),
     )
+
+
+def init_seeds(keys: Array, env: Any, config: PPOConfig) -> TrainState:
+    """One fresh :class:`TrainState` per key, stacked on a leading seed axis ``(S, ...)``, ready for a
+    ``jax.vmap(update)``; equal to :func:`init` of each key.
+
+    The seeds are initialised one after another with one compiled :func:`init`, not vmapped: under ``vmap`` the
+    orthogonal initialisers become batched LAPACK QR calls, and on XLA:CPU (jaxlib 0.10.2) such a call runs on an
+    intra-op pool worker and waits for sub-tasks queued on the same pool. Two at once on a 2-thread pool wait for
+    each other forever (native stacks: ``lapack_sgeqrf_ffi`` and ``lapack_sorgqr_ffi`` parked on the two
+    ``tf_XLAEigen`` workers), the same kind of deadlock as PyAutoLabs/PyAutoFit#1530 reports for FFTs.
+
+    :param keys: ``(S,)`` PRNG keys (``(S, 2)`` raw keys).
+    :param env: a :class:`envs.jax.JaxEnv`.
+    :param config: the hyperparameters.
+    """
+    one = jax.jit(lambda key: init(key, env, config))
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *[one(key) for key in keys])
 
 
 def _log_probs(logits: Array) -> Array:
