@@ -261,6 +261,8 @@ def test_vmapped_seeds_equal_sequential_seeds() -> None:
 
 
 INIT_SEEDS_AT_FULL_SIZE = """
+import os
+os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])  # XLA's pool: two workers, as where it deadlocked
 import jax, numpy as np
 from agents.jax import ppo
 from envs.jax import make
