@@ -159,12 +159,12 @@ def measure_jax(core: str, n_envs: int, iterations: int, seeds: int, mode: str) 
         net_arch=NET_ARCH,
     )
     update = functools.partial(ppo.update, env=env, config=config)
-    keys = jax.random.split(jax.random.key(0), seeds)
+    states = ppo.init_seeds(jax.random.split(jax.random.key(0), seeds), env, config)
     if mode == "vmap":
         update = jax.vmap(update)
-        starts = [ppo.init_seeds(keys, env, config)]
+        starts = [states]
     else:
-        starts = [jax.jit(functools.partial(ppo.init, env=env, config=config))(key) for key in keys]
+        starts = [jax.tree.map(lambda leaf, i=i: leaf[i], states) for i in range(seeds)]
     start = time.perf_counter()
     compiled = jax.jit(update).lower(starts[0]).compile()
     compile_s = time.perf_counter() - start
