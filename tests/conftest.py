@@ -1,8 +1,10 @@
 """Fixtures shared by the runner and report tests: the command lines they run, in the test's temporary directory,
-and the tiny training budget they share (constants and checks: ``helpers.py``)."""
+and the tiny training budget they share (constants and checks: ``helpers.py``). JAX runs on the CPU with one XLA
+thread in every test and in the commands they start (set here, before any test module imports jax)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -10,6 +12,9 @@ from pathlib import Path
 
 import pytest
 from helpers import TINY, TINY_AGENT, TINY_MODEL, Run, clean_env
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ JAX runs on the CPU, one thread (set before jax is imported), so float32 results
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from functools import partial
@@ -15,8 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 nn = pytest.importorskip("flax.linen")

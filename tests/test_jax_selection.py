@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 import gymnasium as gym
@@ -23,8 +22,6 @@ from test_selection import solve_doorkey
 import experiments.report
 from experiments.selection import EVENTS, RASTER_FILE, SELECTION_DIR, Event, load_episodes, snapshot, step_events
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 pytest.importorskip("navix")
@@ -34,7 +31,6 @@ from envs.jax import JAX_ENVS, make  # noqa: E402
 from experiments.selection_jax import record_selection, step_with_events, unit_shape  # noqa: E402
 
 #: JAX on one thread: the tests share the machine's cores (pytest-xdist).
-ONE_THREAD = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
 TRAIN, HELDOUT = "MiniGrid-DoorKey-5x5-v0", "MiniGrid-DoorKey-6x6-v0"
 SEEDS = (3, 4)
 #: A two-seed RIM job of one update on DoorKey, evaluated once, at the end.
@@ -95,7 +91,7 @@ def test_a_core_without_active_units_records_nothing(tmp_path: Path) -> None:
 
 def test_a_rim_job_writes_each_seeds_episodes_and_raster_and_the_report_shows_them(tmp_path: Path, train: Run) -> None:
     job = tmp_path / "job"
-    ok(train([*JOB, f"hydra.run.dir={job}"], timeout=600, **ONE_THREAD))
+    ok(train([*JOB, f"hydra.run.dir={job}"], timeout=600))
 
     recorded = []
     for seed in SEEDS:

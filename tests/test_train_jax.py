@@ -21,7 +21,6 @@ from experiments.metrics import OVERRIDES_FILE, read_metrics
 pytest.importorskip("navix")
 
 #: JAX on one thread: the tests share the machine's cores (pytest-xdist).
-ONE_THREAD = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
 PER_UPDATE = 32  # n_envs x n_steps
 TOTAL = 3 * PER_UPDATE
 JOB = [
@@ -51,7 +50,7 @@ def _without_fps(rows: list[dict]) -> list[dict]:
 @pytest.mark.slow
 def test_two_seeds_in_one_job_write_torch_run_dirs_resume_after_sigkill_and_report(tmp_path: Path, train: Run) -> None:
     job = tmp_path / "job"
-    ok(train([*JOB, f"hydra.run.dir={job}"], timeout=900, **ONE_THREAD))
+    ok(train([*JOB, f"hydra.run.dir={job}"], timeout=900))
 
     # Each seed: a single-seed run directory with the torch backend's files and metric keys.
     finals = []
@@ -83,7 +82,7 @@ def test_two_seeds_in_one_job_write_torch_run_dirs_resume_after_sigkill_and_repo
     proc = subprocess.Popen(
         [sys.executable, "-m", "experiments.train", *JOB, f"hydra.run.dir={killed}"],
         cwd=tmp_path,
-        env=clean_env(**ONE_THREAD),
+        env=clean_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -96,7 +95,7 @@ def test_two_seeds_in_one_job_write_torch_run_dirs_resume_after_sigkill_and_repo
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    ok(train([f"resume={killed}", "hydra.run.dir=resume_cmd"], timeout=900, **ONE_THREAD))
+    ok(train([f"resume={killed}", "hydra.run.dir=resume_cmd"], timeout=900))
     for seed in SEEDS:
         expected = read_metrics(job / f"seed_{seed}" / "metrics.jsonl")
         assert _without_fps(read_metrics(killed / f"seed_{seed}" / "metrics.jsonl")) == _without_fps(expected)
@@ -118,7 +117,7 @@ def test_two_seeds_in_one_job_write_torch_run_dirs_resume_after_sigkill_and_repo
     ],
 )
 def test_bad_jax_input_fails_in_one_line_before_compiling(train: Run, args: list[str], message: str) -> None:
-    proc = train(["backend=jax", *args], **ONE_THREAD)
+    proc = train(["backend=jax", *args])
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
