@@ -176,7 +176,7 @@ def test_report_on_real_tiny_sweep(tmp_path: Path, run_cli: Run) -> None:
         assert row["n_seeds"] == "2"
         assert float(row["mean"]) == pytest.approx(np.mean(finals))
     md = (out / "report.md").read_text()
-    assert "Published vs ours: dido_table" in md and "0.84" in md
+    assert "Published vs ours" not in md  # tiny models: no published numbers to set beside them
     assert "Episodes per env id and action mode: 2 in the final evaluation (the final scores); 1 at the curves'" in md
     for info in infos.values():
         assert info["wandb_id"] in md

@@ -190,6 +190,12 @@ def test_runs_of_both_backends_are_labelled_apart(tmp_path: Path) -> None:
     assert final_row(rows, "lstm64 (ppo, torch)", "train", "return")["n_seeds"] == "2"
 
 
+def test_published_numbers_only_beside_runs_of_a_published_model(tmp_path: Path) -> None:
+    write_run(tmp_path / "runs" / "0", "lstm192", 0, [100, 200])  # the empty split has published numbers, not for it
+    experiments.report.main([str(tmp_path / "runs"), "--reps", REPS])
+    assert "Published vs ours" not in (tmp_path / "runs" / "report" / "report.md").read_text()
+
+
 def test_label_by_tells_runs_apart_by_their_overrides(tmp_path: Path) -> None:
     overrides = {"0": [], "1": ["agent.normalize_advantage=true", "seed=1"], "2": ["~agent.clip_range_vf", "seed=2"]}
     for name, lines in overrides.items():

@@ -97,7 +97,8 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
             body.append(cells)
         lines += _md_table(["model", *[f"{short_env(e)}{' (train)' if e in train else ''}" for e in env_scopes]], body)
         for ref in for_split(rep.split):
-            lines += _published_section(ref, rep, by)
+            if any((label, env_id) in by for env_id, labels in ref.values[rep.split].items() for label in labels):
+                lines += _published_section(ref, rep, by)  # only beside runs of a published model
         lines += [f"### Probability that each model beats the `{opts.baseline}` baseline on the held-out envs", ""]
         if rep.improvement:
             lines += [
