@@ -5,9 +5,9 @@
 Settings (the JAX backend issue's speed item): LSTM 192 or RIM of 6 units x 32 (k=4), a separate critic core (both
 backends' default), ``net_arch`` pi/vf [64], n_steps 128, 4 epochs, sequence length 32 and 8 minibatches per epoch
 (``batch_size = 16 * n_envs``: 256 at 16 envs). Each measurement runs in its own subprocess, pinned the same way
-(``taskset -c <cpu>``, one torch thread, XLA's one-thread CPU flags): one warm-up iteration, then ``--iterations``
-timed ones, of which the fastest counts (the machine is shared). JAX's compile time is reported apart and is not in
-any rate.
+(``taskset -c <cpu>``, one torch thread, XLA's one-thread CPU flags; ``--threads N``: ``N`` CPUs from ``<cpu>``, ``N``
+torch threads and XLA's own thread pool): one warm-up iteration, then ``--iterations`` timed ones, of which the
+fastest counts (the machine is shared). JAX's compile time is reported apart and is not in any rate.
 
 Sections (``--sections``):
 
@@ -58,15 +58,15 @@ def batch_size(n_envs: int) -> int:
     return n_envs * N_STEPS // MINIBATCHES
 
 
-def measure_torch(core: str, n_envs: int, iterations: int, device: str) -> dict[str, Any]:
-    """Time :class:`agents.RecurrentPPO` in this process: env-steps/s and seconds per iteration in
-    ``collect_rollouts`` and ``train``."""
+def measure_torch(core: str, n_envs: int, iterations: int, device: str, threads: int) -> dict[str, Any]:
+    """Time :class:`agents.RecurrentPPO` in this process (``threads`` torch threads): env-steps/s and seconds per
+    iteration in ``collect_rollouts`` and ``train``."""
     import torch
 
     from agents import MiniGridFeaturesExtractor, RecurrentPPO
     from envs import make_vec_env
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     model = RecurrentPPO(
         "MultiInputRecurrentPolicy",
         make_vec_env(ENV_IDS["torch"], n_envs=n_envs, seed=0),
@@ -202,29 +202,38 @@ def code_version() -> str:
     return commit.stdout.strip() + (" + uncommitted changes in agents/ or envs/" if dirty.stdout.strip() else "")
 
 
-def child_env(device: str) -> dict[str, str]:
-    """The subprocess environment: XLA's one-thread CPU flags; JAX on the CPU unless ``device`` is ``"gpu"``."""
-    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {XLA_ONE_THREAD}".strip())
+def child_env(device: str, threads: int) -> dict[str, str]:
+    """The subprocess environment: XLA's one-thread CPU flags when ``threads`` is 1; JAX on the CPU unless
+    ``device`` is ``"gpu"``."""
+    env = dict(os.environ)
+    if threads == 1:
+        env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_ONE_THREAD}".strip()
     if device == "cpu":
         env["JAX_PLATFORMS"] = "cpu"
     return env
 
 
-def measure(spec: dict[str, Any], iterations: int, device: str, cpu: int | None) -> dict[str, Any]:
-    """Run one measurement in a fresh subprocess (pinned with ``taskset -c cpu`` where ``cpu`` is given)."""
+def cpu_list(cpu: int, threads: int) -> str:
+    """``taskset``'s list of ``threads`` CPUs from ``cpu``: ``"0"``, ``"0-1"``."""
+    return str(cpu) if threads == 1 else f"{cpu}-{cpu + threads - 1}"
+
+
+def measure(spec: dict[str, Any], iterations: int, device: str, cpu: int | None, threads: int) -> dict[str, Any]:
+    """Run one measurement in a fresh subprocess (pinned with ``taskset`` to ``threads`` CPUs from ``cpu`` where
+    ``cpu`` is given)."""
     command = [sys.executable, __file__, "--child", json.dumps(spec), "--iterations", str(iterations)]
-    command += ["--device", device]
+    command += ["--device", device, "--threads", str(threads)]
     if cpu is not None:
-        command = ["taskset", "-c", str(cpu), *command]
-    out = subprocess.run(command, check=True, capture_output=True, text=True, env=child_env(device))
+        command = ["taskset", "-c", cpu_list(cpu, threads), *command]
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=child_env(device, threads))
     result = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"measured {spec}: {result['steps_per_s']:,.0f} env-steps/s", file=sys.stderr, flush=True)
     return {**spec, **result}
 
 
-def run_child(spec: dict[str, Any], iterations: int, device: str) -> dict[str, Any]:
+def run_child(spec: dict[str, Any], iterations: int, device: str, threads: int) -> dict[str, Any]:
     if spec["backend"] == "torch":
-        return measure_torch(spec["core"], spec["n_envs"], iterations, device)
+        return measure_torch(spec["core"], spec["n_envs"], iterations, device, threads)
     return measure_jax(spec["core"], spec["n_envs"], iterations, spec.get("seeds", 1), spec.get("mode", "single"))
 
 
@@ -265,15 +274,20 @@ def main() -> None:
         "--device", choices=("cpu", "gpu"), default="cpu", help="gpu: JAX's default device, torch on cuda"
     )
     parser.add_argument("--cpu", type=int, default=0, help="the CPU every measurement is pinned to; -1: no taskset")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPUs (from --cpu), torch threads and XLA threads of each measurement"
+    )
     parser.add_argument("--out", help="also write the report to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_child(json.loads(args.child), args.iterations, args.device)))
+        print(json.dumps(run_child(json.loads(args.child), args.iterations, args.device, args.threads)))
         return
     for n_envs in args.torch_envs + args.jax_envs + [SAME_ENVS]:
         if n_envs * N_STEPS % (MINIBATCHES * SEQUENCE_LENGTH):
             parser.error(f"expected envs counts that are multiples of 2, got {n_envs}")
+    if args.threads < 1:
+        parser.error(f"expected --threads >= 1, got {args.threads}")
     cpu = None if args.cpu < 0 or shutil.which("taskset") is None else args.cpu
     load_start = os.getloadavg()
     started = time.perf_counter()
@@ -282,7 +296,7 @@ def main() -> None:
     def get(**spec: Any) -> dict[str, Any]:
         key = json.dumps(spec, sort_keys=True)
         if key not in cache:
-            cache[key] = measure(spec, args.iterations, args.device, cpu)
+            cache[key] = measure(spec, args.iterations, args.device, cpu, args.threads)
         return cache[key]
 
     lines: list[str] = []
@@ -335,7 +349,8 @@ def main() -> None:
                 )
             lines.append(f"vmapped / sequential, {core}: {rows[0]['steps_per_s'] / rows[1]['steps_per_s']:.2f}x")
     load_end = os.getloadavg()
-    pin = f"taskset -c {cpu}" if cpu is not None else "no taskset"
+    pin = f"taskset -c {cpu_list(cpu, args.threads)}" if cpu is not None else "no taskset"
+    xla = f"XLA_FLAGS={XLA_ONE_THREAD}" if args.threads == 1 else "XLA's default thread pool"
     header = [
         "backend_throughput: recurrent PPO, DoorKey-5x5 (torch: MiniGrid-DoorKey-5x5-v0 in a DummyVecEnv; "
         "jax: Navix-DoorKey-5x5-v0)",
@@ -345,7 +360,7 @@ def main() -> None:
         "counts; JAX compile apart (not in any rate); torch warm-up = its first iteration",
         "split: torch collect_rollouts / train timed inside learn; jax update and collect_rollout jitted apart, "
         "learn = update - rollout",
-        f"pinning: {pin} for every measurement; torch.set_num_threads(1); XLA_FLAGS={XLA_ONE_THREAD}; "
+        f"pinning: {pin} for every measurement; torch.set_num_threads({args.threads}); {xla}; "
         f"device {args.device}",
         f"load average (1/5/15 min) at start {' '.join(f'{x:.2f}' for x in load_start)}, "
         f"at end {' '.join(f'{x:.2f}' for x in load_end)}; wall {time.perf_counter() - started:.0f} s",
