@@ -1,6 +1,7 @@
 """Fixtures shared by the runner and report tests: the command lines they run, in the test's temporary directory,
 and the tiny training budget they share (constants and checks: ``helpers.py``). JAX runs on the CPU with one XLA
-thread in every test and in the commands they start (set here, before any test module imports jax)."""
+thread in every test and in the commands they start, since the tests share the machine's cores (pytest-xdist); set
+here, before any test module imports jax."""
 
 from __future__ import annotations
 

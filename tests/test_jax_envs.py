@@ -1,7 +1,7 @@
 """Tests of ``envs.jax``: the JAX envs observe, reward and end episodes as MiniGrid does (same layout, same actions,
 compared every step), auto-reset, run under jit + vmap + scan, honour level seeds; splits name per-backend ids.
 
-JAX runs on the CPU, one thread (set before jax is imported).
+JAX runs on the CPU, one thread (tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Tests of ``rims_rl.jax``: numerically equal to the torch RIM (outputs, states, selected units, gradients), the
 Flax cell contract, JAX transforms, conversion both ways, and a clean import graph.
 
-JAX runs on the CPU, one thread (set before jax is imported), so float32 results compare with torch's to 1e-5.
+JAX runs on the CPU, one thread (tests/conftest.py), so float32 results compare with torch's to 1e-5.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 are MiniGrid's at the same steps; a ``backend=jax`` RIM job writes each seed's episodes and raster as a torch run
 does, and the report shows them; a core without active units records nothing.
 
-JAX runs on the CPU, one thread (set before jax is imported).
+JAX runs on the CPU, one thread (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from agents.jax.ppo import PPOConfig, init_seeds  # noqa: E402  # after the skip
 from envs.jax import JAX_ENVS, make  # noqa: E402
 from experiments.selection_jax import record_selection, step_with_events, unit_shape  # noqa: E402
 
-#: JAX on one thread: the tests share the machine's cores (pytest-xdist).
 TRAIN, HELDOUT = "MiniGrid-DoorKey-5x5-v0", "MiniGrid-DoorKey-6x6-v0"
 SEEDS = (3, 4)
 #: A two-seed RIM job of one update on DoorKey, evaluated once, at the end.

@@ -20,7 +20,6 @@ from experiments.metrics import OVERRIDES_FILE, read_metrics
 
 pytest.importorskip("navix")
 
-#: JAX on one thread: the tests share the machine's cores (pytest-xdist).
 PER_UPDATE = 32  # n_envs x n_steps
 TOTAL = 3 * PER_UPDATE
 JOB = [
