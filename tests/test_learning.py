@@ -46,7 +46,8 @@ EMPTY_ALGOS = {
 
 # CartPole without velocities needs memory: benchmarks/memory.py's "cartpole" task (sb3-contrib's memory test and
 # its settings, 50k steps, greedy return of 20 episodes, the maximum is 500). Seeds 0-4 on our machine, worst seed /
-# median: lstm 263 / 486, gru 428 / 500, rim 391 / 481; SB3's feed-forward PPO 41-45 on every seed.
+# median: lstm 263 / 486, gru 428 / 500, rim 391 / 481; SB3's feed-forward PPO 41-45 on every seed. Worst of seeds
+# 0-14 (benchmarks/results/memory_cartpole_seeds5_14.json): lstm 254, gru 206, rim 191.
 MEMORY_BAR = 150.0
 # Chunk length: each env's whole rollout, except for the RIM, which steps one timestep at a time (128-step chunks
 # cost it about 20 minutes a run here); inferring a velocity needs only a few steps of memory.
