@@ -97,8 +97,7 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
             body.append(cells)
         lines += _md_table(["model", *[f"{short_env(e)}{' (train)' if e in train else ''}" for e in env_scopes]], body)
         for ref in for_split(rep.split):
-            if any((label, env_id) in by for env_id, labels in ref.values[rep.split].items() for label in labels):
-                lines += _published_section(ref, rep, by)  # only beside runs of a published model
+            lines += _published_section(ref, rep, by)
         lines += [f"### Probability that each model beats the `{opts.baseline}` baseline on the held-out envs", ""]
         if rep.improvement:
             lines += [
@@ -222,7 +221,10 @@ def _counts(counts: set[int | None]) -> str:
 
 
 def _published_section(ref: Published, rep: SplitReport, by: dict[tuple[str, str], FinalRow]) -> list[str]:
+    """The published numbers of ``ref`` beside ours; nothing when no run is of a model ``ref`` publishes."""
     values = ref.values[rep.split]
+    if not any((label, env_id) in by for env_id, by_model in values.items() for label in by_model):
+        return []
     lines = [
         f"### Published vs ours: {ref.name}",
         "",
