@@ -96,8 +96,9 @@ def make_envs(task: str, seed: int) -> tuple[Any, Any]:
     return make_vec_env(CUE_MEMORY_ID, n_envs=16, seed=seed), make_vec_env(CUE_MEMORY_ID, n_envs=4, seed=10_000 + seed)
 
 
-def build(agent: str, task: str, env: Any, seed: int, sequence_length: int) -> Any:
-    """The model of ``agent`` for ``task``, with the task's shared settings."""
+def build(agent: str, task: str, env: Any, seed: int, sequence_length: int, core_kwargs: dict[str, Any]) -> Any:
+    """The model of ``agent`` for ``task``, with the task's shared settings (``core_kwargs`` override our core's
+    arguments, e.g. ``{"k": 4}`` for a RIM without competition)."""
     spec = TASKS[task]
     policy_kwargs = dict(spec.policy_kwargs)
     minigrid = task != "cartpole"
@@ -119,7 +120,7 @@ def build(agent: str, task: str, env: Any, seed: int, sequence_length: int) -> A
     from agents import RecurrentPPO
 
     core, _, shared = agent.partition("_")
-    policy_kwargs.update(core=core, core_kwargs=CORE_KWARGS[core], shared_core=bool(shared))
+    policy_kwargs.update(core=core, core_kwargs={**CORE_KWARGS[core], **core_kwargs}, shared_core=bool(shared))
     policy = "MultiInputRecurrentPolicy" if minigrid else "MlpRecurrentPolicy"
     return RecurrentPPO(
         policy, env, seed=seed, device="cpu", sequence_length=sequence_length, policy_kwargs=policy_kwargs,
@@ -127,7 +128,9 @@ def build(agent: str, task: str, env: Any, seed: int, sequence_length: int) -> A
     )
 
 
-def run(agent: str, task: str, seed: int, sequence_length: int, frames: int | None = None) -> dict[str, Any]:
+def run(
+    agent: str, task: str, seed: int, sequence_length: int, frames: int | None = None, core_kwargs: dict | None = None
+) -> dict[str, Any]:
     """Train one (agent, task, seed) for ``frames`` (default: the task's budget) and evaluate it."""
     import torch
     from stable_baselines3.common.evaluation import evaluate_policy
@@ -135,13 +138,16 @@ def run(agent: str, task: str, seed: int, sequence_length: int, frames: int | No
     torch.set_num_threads(1)
     spec = TASKS[task]
     env, eval_env = make_envs(task, seed)
-    model = build(agent, task, env, seed, sequence_length)
+    ours = agent not in ("sb3_contrib", "feedforward")
+    core_kwargs = core_kwargs if ours and core_kwargs else {}
+    model = build(agent, task, env, seed, sequence_length, core_kwargs)
     start = time.perf_counter()
     frames = frames or spec.frames
     model.learn(frames)
     seconds = time.perf_counter() - start
     mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=spec.eval_episodes, deterministic=spec.deterministic)
     return dict(agent=agent, task=task, seed=seed, frames=frames, sequence_length=sequence_length,
+                **({"core_kwargs": core_kwargs} if core_kwargs else {}),
                 score=float(mean), passed=bool(mean >= spec.threshold), seconds=seconds)  # fmt: skip
 
 
@@ -153,7 +159,9 @@ def table(results: list[dict[str, Any]], task: str, seeds: list[int]) -> str:
 
     def label(r: dict[str, Any]) -> str:
         ours = r["agent"] not in ("sb3_contrib", "feedforward")
-        return f"{r['agent']} (T={r['sequence_length']})" if ours and r["sequence_length"] != 128 else r["agent"]
+        options = [f"T={r['sequence_length']}"] if ours and r["sequence_length"] != 128 else []
+        options += [f"{key}={value}" for key, value in r.get("core_kwargs", {}).items()]
+        return f"{r['agent']} ({', '.join(options)})" if options else r["agent"]
 
     lines = [
         f"{task}: {frames} frames, pass at {spec.threshold:g}, "
@@ -178,6 +186,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--sequence-length", type=int, default=128, help="our BPTT chunk length (divides 128)")
     parser.add_argument("--frames", type=int, help="override every task's training budget")
+    parser.add_argument(
+        "--core-kwargs",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help="override our cores' arguments, e.g. '{\"k\": 4}' (the table names them)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/memory.json"))
     parser.add_argument("--report", type=Path, nargs="+", help="print the tables of saved results and exit")
@@ -190,7 +205,7 @@ def main() -> None:
     jobs = [(a, t, s) for t in args.tasks for s in args.seeds for a in args.agents]
     results = []
     with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(run, a, t, s, args.sequence_length, args.frames) for a, t, s in jobs]
+        futures = [pool.submit(run, a, t, s, args.sequence_length, args.frames, args.core_kwargs) for a, t, s in jobs]
         for future in futures:  # in submission order; print as they come so long runs show progress
             results.append(future.result())
             r = results[-1]

@@ -28,6 +28,13 @@ One step of a unit (the paper's version):
    ``h = softmax(QK^T / sqrt(d)) V W_o + h_candidate``). Inactive units' candidates are detached where they
    act as keys and values, so no gradient reaches an inactive unit through communication (the authors'
    ``blocked_grad``).
+   With ``cell="gru"`` the residual lands in the unit's only memory, ``h``, which the next step carries on
+   (``h <- z * h + ... + o W_o``, and ``o`` is linear in ``h``), so once training raises that loop's gain above 1
+   the state grows geometrically on long sequences. Measured on CartPole without velocities
+   (``benchmarks/memory.py``, seed 3, a RIM 64/4/3 with ``cell="gru"``): the critic's state reached 2e19 and its
+   values NaN at 16k frames; those weights give ``|h|`` of 1e12 by step 300 on ``N(0, 1)`` inputs. An LSTM cell
+   keeps its memory in ``c``, which the residual does not touch; the authors' gated residual (``communication``
+   below) adds at most 1 per step and trained 5 GRU-cell seeds there without NaN. Use it with GRU cells.
 4. Sparse update. Active units take the new state; inactive units keep ``h`` (and ``c``) bit for bit
    (``torch.where``), and gradient flows through the kept state.
 
@@ -163,7 +170,9 @@ class RIMCell(nn.Module):
         hidden_size: ``H``, the total hidden size over all units; must be divisible by ``num_units``.
         num_units: ``U``, the number of independent units (mechanisms).
         k: the number of units active at each step, ``1 <= k <= U``.
-        cell: the units' recurrence, ``"lstm"`` or ``"gru"``. Default: ``"lstm"``
+        cell: the units' recurrence, ``"lstm"`` or ``"gru"``; with ``"gru"`` use ``communication="authors"``
+            (the paper's linear residual can make a GRU unit's state diverge, see the module docstring).
+            Default: ``"lstm"``
         dropout: dropout probability in the input and communication attentions, where ``dropout_at`` says (on
             their probabilities by default; active in ``train()`` only). Default: 0
         input_heads: ``Hi``, heads of the input attention. Default: 1
@@ -537,7 +546,9 @@ class RIM(nn.Module):
         hidden_size: ``H``, the total hidden size over all units; must be divisible by ``num_units``.
         num_units: ``U``, the number of independent units per layer.
         k: the number of units active at each step, ``1 <= k <= U``.
-        cell: the units' recurrence, ``"lstm"`` or ``"gru"``. Default: ``"lstm"``
+        cell: the units' recurrence, ``"lstm"`` or ``"gru"``; with ``"gru"`` use ``communication="authors"``
+            (the paper's linear residual can make a GRU unit's state diverge, see the module docstring).
+            Default: ``"lstm"``
         num_layers: ``L``, stacked RIM layers; layer ``l > 0`` reads layer ``l - 1``'s output. Default: 1
         batch_first: if ``True``, input and output are ``(B, T, *)``; states are not affected.
             Default: ``False``

@@ -188,7 +188,9 @@ class RIMCell(nn.RNNCellBase):
         features: ``H``, the total hidden size over all units; must be divisible by ``num_units``.
         num_units: ``U``, the number of independent units (mechanisms).
         k: the number of units active at each step, ``1 <= k <= U``.
-        cell: the units' recurrence, ``"lstm"`` or ``"gru"``. Default: ``"lstm"``
+        cell: the units' recurrence, ``"lstm"`` or ``"gru"``. With ``"gru"`` the communication's linear residual
+            is added to the unit's only memory and can make it diverge once trained (``rims_rl.rim``'s module
+            docstring; the torch RIM's ``communication="authors"`` avoids it). Default: ``"lstm"``
         dropout: dropout probability on the input and communication attention probabilities; needs
             ``deterministic=False`` and a ``"dropout"`` rng to act. Default: 0
         input_heads: ``Hi``, heads of the input attention. Default: 1
