@@ -153,18 +153,19 @@ def run(
 
 def table(results: list[dict[str, Any]], task: str, seeds: list[int]) -> str:
     """A Markdown table of one task: per-seed scores, seeds passed, mean training time (one row per agent and
-    chunk length ``T``; ``T`` is named where it is not each env's whole rollout)."""
+    setting; a row names its chunk length ``T`` where it is not each env's whole rollout, its core options, and its
+    budget where it is not the task's)."""
     spec = TASKS[task]
-    frames = next(r["frames"] for r in results if r["task"] == task)
 
     def label(r: dict[str, Any]) -> str:
         ours = r["agent"] not in ("sb3_contrib", "feedforward")
         options = [f"T={r['sequence_length']}"] if ours and r["sequence_length"] != 128 else []
         options += [f"{key}={value}" for key, value in r.get("core_kwargs", {}).items()]
+        options += [f"{r['frames']} frames"] if r["frames"] != spec.frames else []
         return f"{r['agent']} ({', '.join(options)})" if options else r["agent"]
 
     lines = [
-        f"{task}: {frames} frames, pass at {spec.threshold:g}, "
+        f"{task}: {spec.frames} frames unless named, pass at {spec.threshold:g}, "
         f"{spec.eval_episodes} {'greedy' if spec.deterministic else 'sampled'} evaluation episodes",
         "",
         "| agent | " + " | ".join(f"seed {s}" for s in seeds) + " | passed | train s (mean) |",
