@@ -204,6 +204,26 @@ def test_options_in_repr_and_defaults_are_the_paper() -> None:
     }
 
 
+def test_gru_units_with_the_authors_communication_grow_by_at_most_one_per_step() -> None:
+    # The README's advice for GRU units: the gated residual adds at most 1 per step (a tanh under a sigmoid gate) to
+    # a candidate that stays within max(1, |h|), so |h_t| <= t + 1 from a zero state, whatever the weights; the
+    # paper's linear residual, with the same inflated weights, grows geometrically (as a trained GRU-unit critic's).
+    torch.manual_seed(0)
+    steps = 60
+    x = 3 * torch.randn(steps, 4, F_IN)
+    for communication in ("authors", "paper"):
+        rim = RIM(F_IN, H, U, K, cell="gru", communication=communication, **SMALL)
+        with torch.no_grad():
+            for param in rim.parameters():
+                param.mul_(8)
+            out, _ = rim(x)
+        peak = out.abs().amax(dim=(1, 2))
+        if communication == "authors":
+            assert bool((peak <= torch.arange(2, steps + 2) + 1e-5).all()), peak
+        else:
+            assert bool(peak.nan_to_num(torch.inf)[-1] > steps), peak  # here: NaN by step 60
+
+
 def test_jax_conversion_refuses_the_authors_options() -> None:
     convert = pytest.importorskip("rims_rl.jax.convert")
     with pytest.raises(ValueError, match=r"^expected a torch RIM with the paper's options .*got init='authors'$"):
