@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 AGENTS = ("sb3_contrib", "lstm", "gru", "rim", "lstm_shared", "gru_shared", "rim_shared", "feedforward")
+REFERENCES = ("sb3_contrib", "feedforward")  # the agents that are not ours: no chunk length, no core options
 CORE_KWARGS = {"lstm": dict(hidden_size=64), "gru": dict(hidden_size=64), "rim": dict(hidden_size=64, num_units=4, k=3)}
 
 
@@ -129,7 +130,12 @@ def build(agent: str, task: str, env: Any, seed: int, sequence_length: int, core
 
 
 def run(
-    agent: str, task: str, seed: int, sequence_length: int, frames: int | None = None, core_kwargs: dict | None = None
+    agent: str,
+    task: str,
+    seed: int,
+    sequence_length: int,
+    frames: int | None = None,
+    core_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one (agent, task, seed) for ``frames`` (default: the task's budget) and evaluate it."""
     import torch
@@ -138,8 +144,7 @@ def run(
     torch.set_num_threads(1)
     spec = TASKS[task]
     env, eval_env = make_envs(task, seed)
-    ours = agent not in ("sb3_contrib", "feedforward")
-    core_kwargs = core_kwargs if ours and core_kwargs else {}
+    core_kwargs = core_kwargs if agent not in REFERENCES and core_kwargs else {}
     model = build(agent, task, env, seed, sequence_length, core_kwargs)
     start = time.perf_counter()
     frames = frames or spec.frames
@@ -158,7 +163,7 @@ def table(results: list[dict[str, Any]], task: str, seeds: list[int]) -> str:
     spec = TASKS[task]
 
     def label(r: dict[str, Any]) -> str:
-        ours = r["agent"] not in ("sb3_contrib", "feedforward")
+        ours = r["agent"] not in REFERENCES
         options = [f"T={r['sequence_length']}"] if ours and r["sequence_length"] != 128 else []
         options += [f"{key}={value}" for key, value in r.get("core_kwargs", {}).items()]
         options += [f"{r['frames']} frames"] if r["frames"] != spec.frames else []
