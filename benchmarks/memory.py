@@ -185,6 +185,27 @@ def table(results: list[dict[str, Any]], task: str, seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """``--core-kwargs``' type: a JSON object."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(text)
+    return value
+
+
+def check_core_kwargs(agents: list[str], core_kwargs: dict[str, Any]) -> None:
+    """Fail before any training, in one line, when a key of ``core_kwargs`` is not an argument of every core the
+    ``agents`` build (a RIM's ``k`` given to an LSTM run too)."""
+    from experiments.config import constructor_arguments, unknown_key
+    from rims_rl.cores import resolve_core
+
+    for core in dict.fromkeys(agent.partition("_")[0] for agent in agents if agent not in REFERENCES):
+        allowed = constructor_arguments(resolve_core(core)) or set()
+        for key, value in core_kwargs.items():
+            if key not in allowed:
+                raise ValueError(f"--core-kwargs for {core}: {unknown_key(key, value, sorted(allowed))}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
@@ -194,7 +215,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, help="override every task's training budget")
     parser.add_argument(
         "--core-kwargs",
-        type=json.loads,
+        type=json_object,
         default={},
         metavar="JSON",
         help="override our cores' arguments, e.g. '{\"k\": 4}' (the table names them)",
@@ -208,6 +229,10 @@ def main() -> None:
         for task in dict.fromkeys(r["task"] for r in saved):
             print(table(saved, task, sorted({r["seed"] for r in saved if r["task"] == task})) + "\n")
         return
+    try:
+        check_core_kwargs(args.agents, args.core_kwargs)
+    except ValueError as err:
+        parser.error(str(err))
     jobs = [(a, t, s) for t in args.tasks for s in args.seeds for a in args.agents]
     results = []
     with ProcessPoolExecutor(args.workers) as pool:
