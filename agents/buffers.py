@@ -182,9 +182,9 @@ class _RecurrentBufferMixin:
             )
 
 
-class RecurrentRolloutBuffer(_RecurrentBufferMixin, RolloutBuffer):
+class RecurrentRolloutBuffer(_RecurrentBufferMixin, RolloutBuffer):  # type: ignore[misc]  # get yields chunks
     """Chunked rollout buffer for array observations; constructor as SB3's plus ``sequence_length``."""
 
 
-class RecurrentDictRolloutBuffer(_RecurrentBufferMixin, DictRolloutBuffer):
+class RecurrentDictRolloutBuffer(_RecurrentBufferMixin, DictRolloutBuffer):  # type: ignore[misc]  # as above
     """Chunked rollout buffer for Dict observations; constructor as SB3's plus ``sequence_length``."""

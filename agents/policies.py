@@ -22,7 +22,7 @@ through; nothing in ``agents`` indexes into it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch as th
@@ -39,7 +39,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from rims_rl import State, make_core, map_state, resolve_core
+from rims_rl import Core, State, make_core, map_state, resolve_core
 
 
 class RecurrentActorCriticPolicy(ActorCriticPolicy):
@@ -120,12 +120,15 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
 
     def _build_mlp_extractor(self) -> None:
         set_shape = getattr(self.features_extractor, "set_shape", None)
-        reads_sets = set_shape is not None and getattr(resolve_core(self.core_name), "accepts_sets", False)
         # The shape of one step's core input: ``(S, F)`` for a core that reads sets, else ``(features_dim,)``.
-        self.core_input_shape: tuple[int, ...] = tuple(set_shape) if reads_sets else (self.features_dim,)
+        self.core_input_shape: tuple[int, ...] = (self.features_dim,)
+        if set_shape is not None and getattr(resolve_core(self.core_name), "accepts_sets", False):
+            self.core_input_shape = tuple(set_shape)
         input_size = self.core_input_shape[-1]
-        self.core = make_core(self.core_name, input_size, **self.core_kwargs)
-        self.critic_core = None if self.shared_core else make_core(self.core_name, input_size, **self.core_kwargs)
+        self.core: Core = make_core(self.core_name, input_size, **self.core_kwargs)
+        self.critic_core: Core | None = None
+        if not self.shared_core:
+            self.critic_core = make_core(self.core_name, input_size, **self.core_kwargs)
         self.mlp_extractor = MlpExtractor(
             self.core.hidden_size, net_arch=self.net_arch, activation_fn=self.activation_fn, device=self.device
         )
@@ -137,6 +140,11 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
             "core_kwargs": self.core_kwargs,
             "shared_core": self.shared_core,
         }
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """One action's shape (``()`` for a Discrete space)."""
+        return cast(tuple[int, ...], self.action_space.shape)  # None only for a bare gym Space, which SB3 refuses
 
     def initial_state(self, n_envs: int) -> State:
         """The zero recurrent state for ``n_envs`` environments (a pair of core states if the critic has a core)."""
@@ -157,7 +165,7 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
             ``split - 1`` instead (the cores run steps ``[0, split)`` then ``[split, T)``, gradients flowing through).
         :return: ``latent_pi`` and ``latent_vf`` of shape ``(T * B, *)`` and the state (see ``split``).
         """
-        features = self.extract_features(obs)
+        features = cast(th.Tensor, self.extract_features(obs))  # one extractor for actor and critic
         T, B = episode_starts.shape
         features = features.view(T, B, *self.core_input_shape)  # a set (S, F) flattened unless the core reads sets
         if split is None:
@@ -204,7 +212,7 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
         distribution = self._get_action_dist_from_latent(latent_pi)
         actions = distribution.get_actions(deterministic=deterministic)
         log_prob = distribution.log_prob(actions)
-        return actions.reshape((-1, *self.action_space.shape)), self.value_net(latent_vf), log_prob, state
+        return actions.reshape((-1, *self.action_shape)), self.value_net(latent_vf), log_prob, state
 
     def predict_values(  # type: ignore[override]  # recurrent signature
         self, obs: PyTorchObs, state: State, episode_starts: th.Tensor
@@ -271,8 +279,8 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
         starts = th.as_tensor(np.asarray(episode_start), device=self.device).bool().view(n_envs)
         with th.no_grad():
             distribution, state = self.get_distribution(obs_tensor, state, starts)
-            actions = distribution.get_actions(deterministic=deterministic)
-        actions = actions.cpu().numpy().reshape((-1, *self.action_space.shape))
+            chosen = distribution.get_actions(deterministic=deterministic)
+        actions = chosen.cpu().numpy().reshape((-1, *self.action_shape))
         if isinstance(self.action_space, spaces.Box):
             actions = np.clip(actions, self.action_space.low, self.action_space.high)
         if not vectorized:
@@ -288,7 +296,8 @@ class CnnRecurrentPolicy(RecurrentActorCriticPolicy):
     """:class:`RecurrentActorCriticPolicy` on image observations (SB3's ``NatureCNN`` by default)."""
 
     def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+        # type-ignore: mypy cannot see that *args (observation_space, action_space, lr_schedule) stop before it
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)  # type: ignore[misc]
 
 
 class MultiInputRecurrentPolicy(RecurrentActorCriticPolicy):
@@ -297,4 +306,5 @@ class MultiInputRecurrentPolicy(RecurrentActorCriticPolicy):
     def __init__(
         self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any
     ):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+        # type-ignore: mypy cannot see that *args (observation_space, action_space, lr_schedule) stop before it
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)  # type: ignore[misc]

@@ -39,7 +39,7 @@ def build(variant: str, env: Any) -> Any:
     """The model of one variant, with the common hyperparameters."""
     from agents import MiniGridFeaturesExtractor, RecurrentPPO
 
-    common = dict(n_steps=128, batch_size=256, n_epochs=4, seed=0, device="cpu")
+    common: dict[str, Any] = dict(n_steps=128, batch_size=256, n_epochs=4, seed=0, device="cpu")
     extractor = dict(features_extractor_class=MiniGridFeaturesExtractor, normalize_images=False)
     if variant == "sb3_ppo":
         from stable_baselines3 import PPO

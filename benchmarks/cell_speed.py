@@ -35,7 +35,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -100,7 +100,11 @@ def torch_section(device: torch.device, repeats: int) -> None:
     threads = f"{torch.get_num_threads()} thread" if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(f"torch {torch.__version__} on {device.type} ({threads}), {repeats} repeats, medians")
     print(f"{'cell':<6}{'workload':<10}{'RIM ms':>10}{'base ms':>10}{'RIM/base':>10}")
-    for cell, baseline in (("lstm", nn.LSTM(INPUT, HIDDEN)), ("gru", nn.GRU(INPUT, HIDDEN))):
+    cells: tuple[tuple[Literal["lstm", "gru"], nn.Module], ...] = (
+        ("lstm", nn.LSTM(INPUT, HIDDEN)),
+        ("gru", nn.GRU(INPUT, HIDDEN)),
+    )
+    for cell, baseline in cells:
         rim = RIM(INPUT, HIDDEN, num_units=UNITS, k=K, cell=cell, device=device)
         baseline = baseline.to(device)
         for workload, make in (

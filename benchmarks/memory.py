@@ -36,7 +36,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 AGENTS = ("sb3_contrib", "lstm", "gru", "rim", "lstm_shared", "gru_shared", "rim_shared", "feedforward")
 REFERENCES = ("sb3_contrib", "feedforward")  # the agents that are not ours: no chunk length, no core options
@@ -151,6 +151,7 @@ def run(
     model.learn(frames)
     seconds = time.perf_counter() - start
     mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=spec.eval_episodes, deterministic=spec.deterministic)
+    mean = cast(float, mean)  # a list only with return_episode_rewards=True
     return dict(agent=agent, task=task, seed=seed, frames=frames, sequence_length=sequence_length,
                 **({"core_kwargs": core_kwargs} if core_kwargs else {}),
                 score=float(mean), passed=bool(mean >= spec.threshold), seconds=seconds)  # fmt: skip

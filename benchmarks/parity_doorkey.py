@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 IMPLS = ("ours_lstm", "sb3_contrib_lstm")
-HPARAMS = dict(
+HPARAMS: dict[str, Any] = dict(
     n_steps=128, batch_size=256, n_epochs=4, learning_rate=2.5e-4, gamma=0.99, gae_lambda=0.95, clip_range=0.2,
     ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
 )  # fmt: skip
@@ -42,7 +42,7 @@ def run(impl: str, seed: int, frames: int, shared_core: bool = False) -> dict[st
     extractor = dict(features_extractor_class=MiniGridFeaturesExtractor, normalize_images=False)
     if impl == "ours_lstm":
         policy_kwargs = dict(core="lstm", core_kwargs=dict(hidden_size=128), shared_core=shared_core, **extractor)
-        model = RecurrentPPO(
+        model: Any = RecurrentPPO(
             "MultiInputRecurrentPolicy", env, sequence_length=32, seed=seed, policy_kwargs=policy_kwargs, **HPARAMS
         )
     else:

@@ -27,10 +27,11 @@ mission necessary and the novelty compositional:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
+from gymnasium.core import ActType
 from minigrid.core.constants import COLOR_NAMES
 from minigrid.core.grid import Grid
 from minigrid.core.mission import MissionSpace
@@ -52,7 +53,7 @@ __all__ = [
     "register_novel_distractors",
 ]
 
-OBJECT_CLASSES: dict[str, type[WorldObj]] = {"key": Key, "ball": Ball, "box": Box}
+OBJECT_CLASSES: dict[str, Callable[[str], WorldObj]] = {"key": Key, "ball": Ball, "box": Box}
 
 TRAIN_ID = "RIMs-NovelDistractors-Train-v0"
 HELDOUT_ID = "RIMs-NovelDistractors-Heldout-v0"
@@ -91,7 +92,7 @@ def _check_pairs(pairs: Sequence[tuple[str, str]], what: str) -> list[tuple[str,
     return pairs
 
 
-def product_pairs(types: Sequence[str], colors: Sequence[str]) -> list[tuple[str, str]]:
+def product_pairs(types: Iterable[str], colors: Iterable[str]) -> list[tuple[str, str]]:
     """Every (type, colour) pair of ``types`` x ``colors``, types outermost.
 
     :param types: object kinds (of ``key``, ``ball``, ``box``)
@@ -224,7 +225,7 @@ class NovelDistractorsEnv(MiniGridEnv):
         x, y = pos
         return bool(reached & {(x + 1, y), (x - 1, y), (x, y + 1), (x, y - 1)})
 
-    def step(self, action: int) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+    def step(self, action: ActType) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = super().step(action)
         if self.carrying is not None:
             success = self.carrying.type == self.target_type and self.carrying.color == self.target_color

@@ -9,7 +9,7 @@ exactly the dataclass fields) and checked with :meth:`Split.validate` before any
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +122,7 @@ class Split:
         :return: ``self``, for chaining
         :raises ValueError: on the first problem found
         """
+        sides: list[tuple[str, list[str], Callable[[str], object]]]
         sides = [(field, ids, validate_env_id) for field, ids in (("train", self.train), ("heldout", self.heldout))]
         sides += [(f"jax.{field}", ids, validate_jax_env_id) for field, ids in (self.jax or {}).items()]
         for field, ids, validate in sides:

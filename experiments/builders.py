@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import gymnasium as gym
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 import envs
 from agents import ALGORITHMS, MiniGridFeaturesExtractor
-from experiments.config import ConfigError, RunSpec, derive_seed
+from experiments.config import ConfigError, RunSpec, derive_seed, to_dict
 from experiments.eval_loop import EvalTarget, eval_targets, target_name
 
 POLICY = "MultiInputRecurrentPolicy"
@@ -31,8 +31,7 @@ def build_agent(cfg: DictConfig, spec: RunSpec, env: VecEnv) -> BaseAlgorithm:
     :raises ConfigError: if the algorithm rejects its arguments (e.g. ``n_steps`` not a multiple of
         ``sequence_length``)
     """
-    kwargs = OmegaConf.to_container(cfg.agent, resolve=True)
-    assert isinstance(kwargs, dict)
+    kwargs = to_dict(cfg.agent)
     algo = kwargs.pop("algo")
     extra = dict(kwargs.pop("policy_kwargs", None) or {})
     policy_kwargs = dict(

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -32,6 +32,11 @@ GROUPS = ("env", "model", "agent", "logger", "budget", "experiment")
 
 class ConfigError(ValueError):
     """A bad value in the config or on the command line; the message is one line."""
+
+
+def to_dict(cfg: DictConfig) -> dict[str, Any]:
+    """A config section as a plain ``dict``, interpolations resolved."""
+    return cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
 
 
 def fail(err: Exception, prog: str) -> NoReturn:
@@ -220,16 +225,12 @@ def build_spec(cfg: DictConfig) -> RunSpec:
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
-    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-    assert isinstance(env_cfg, dict)
     try:
-        split = envs.Split(**env_cfg).validate()
+        split = envs.Split(**to_dict(cfg.env)).validate()
     except (TypeError, ValueError) as err:
         raise ConfigError(f"env: {err}") from None
 
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    assert isinstance(model, dict)
-    core, features, model = split_model(model)
+    core, features, model = split_model(to_dict(cfg.model))
     label = model_label(core, model, features)
     output = OmegaConf.select(cfg, "agent.policy_kwargs.features_extractor_kwargs.output", default=None)
     if output not in (None, features):
@@ -280,7 +281,7 @@ def check_config(cfg: DictConfig, schema: type, prefix: str = "") -> None:
     """
     fields = schema_fields(schema)
     for key in cfg:
-        path = f"{prefix}{key}"
+        path = prefix + str(key)
         if key not in fields:
             if schema not in OPEN_SECTIONS:
                 raise ConfigError(unknown_key(path, cfg.get(key), [f"{prefix}{name}" for name in fields]))
@@ -442,14 +443,14 @@ def _check_key(cfg: DictConfig, override: Any) -> None:
     key = override.key_or_group
     parent, _, name = key.rpartition(".")
     section = OmegaConf.select(cfg, parent) if parent else cfg
-    keys = list(section.keys()) if isinstance(section, DictConfig) else []
+    keys = [str(k) for k in section] if isinstance(section, DictConfig) else []
     if override.is_add() and name in keys:
         current = section[name] if not OmegaConf.is_missing(section, name) else "???"
         raise ConfigError(f"+{key}: {key} is already set ({key}={current!r}); write {key}=<value> without the '+'")
     if not override.is_add() and not override.is_force_add() and name not in keys:
         values = [] if override.is_delete() else _values(override)
         value = values[0] if len(values) == 1 else values
-        raise ConfigError(unknown_key(key, value, [f"{parent}.{k}" if parent else str(k) for k in keys]))
+        raise ConfigError(unknown_key(key, value, [f"{parent}.{k}" if parent else k for k in keys]))
 
 
 def _compose(config_name: str, overrides: list[str], config_dir: Path) -> DictConfig:

@@ -31,6 +31,7 @@ from experiments.config import (
     fail,
     model_label,
     split_model,
+    to_dict,
 )
 from experiments.eval_loop import eval_targets, evaluate
 from experiments.schema import EvalSchema
@@ -86,7 +87,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     run_cfg = OmegaConf.load(saved)
     split_cfg = cfg.get("env") or run_cfg.env
     try:
-        split = envs.Split(**OmegaConf.to_container(split_cfg, resolve=True)).validate()  # type: ignore[arg-type]
+        split = envs.Split(**to_dict(split_cfg)).validate()
     except (TypeError, ValueError) as err:
         raise ConfigError(f"env: {err}") from None
 
@@ -100,9 +101,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     finally:
         for target in targets:
             target.env.close()
-    model_cfg = OmegaConf.to_container(run_cfg.model, resolve=True)
-    assert isinstance(model_cfg, dict)
-    core, features, core_kwargs = split_model(model_cfg)
+    core, features, core_kwargs = split_model(to_dict(run_cfg.model))
     return {
         "checkpoint": str(checkpoint.path),
         "frames": int(model.num_timesteps),

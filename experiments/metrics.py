@@ -74,9 +74,9 @@ class SB3MetricsWriter(KVWriter):
         :param key_excluded: SB3's per-key excluded formats (ignored: this sink keeps everything numeric)
         :param step: the frame count (SB3 dumps with ``step=num_timesteps``)
         """
-        numeric = {k: v for k, v in key_values.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
-        if numeric:
-            self.log.log(step, numeric)
+        values = {k: float(v) for k, v in key_values.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+        if values:
+            self.log.log(step, values)
 
     def close(self) -> None:
         """Nothing to close: the :class:`MetricsLog` is closed by its owner."""

@@ -50,7 +50,16 @@ from experiments.checkpoint import (
     save_checkpoint,
     set_rng_states,
 )
-from experiments.config import CONFIG_DIR, ConfigError, RunSpec, build_spec, check_command_line, derive_seed, fail
+from experiments.config import (
+    CONFIG_DIR,
+    ConfigError,
+    RunSpec,
+    build_spec,
+    check_command_line,
+    derive_seed,
+    fail,
+    to_dict,
+)
 from experiments.eval_loop import EvalTarget, evaluate, reports_units
 from experiments.metrics import (
     METRICS_FILE,
@@ -194,7 +203,7 @@ def prepare_run_dir(run_dir: Path, resuming: bool) -> Checkpoint | None:
 
 def open_metrics(cfg: DictConfig, spec: RunSpec, run_dir: Path, info: dict[str, Any]) -> MetricsLog:
     """``metrics.jsonl`` (appended to) and, unless disabled, the run's W&B run (resumed under the same id)."""
-    wandb_config = {**OmegaConf.to_container(cfg, resolve=True), "run_info": info}  # type: ignore[dict-item]
+    wandb_config = {**to_dict(cfg), "run_info": info}
     wandb_run = init_wandb(
         cfg.logger.wandb,
         run_dir,

@@ -33,7 +33,7 @@ from agents.jax.ppo import CONFIGS, evaluate, init_seeds, update
 from envs.jax import make
 from experiments.builders import eval_seed_of
 from experiments.checkpoint import TRAIN_STATE_FILE, Checkpoint, list_checkpoints, write_checkpoint
-from experiments.config import ConfigError, RunSpec
+from experiments.config import ConfigError, RunSpec, to_dict
 from experiments.eval_loop import entropy_bits, target_name
 from experiments.metrics import METRICS_FILE, OVERRIDES_FILE, MetricsLog, truncate_metrics
 from experiments.selection import RASTER_FILE
@@ -102,8 +102,7 @@ def check_jax(cfg: DictConfig, spec: RunSpec) -> JaxPlan:
         raise ConfigError(f"model.features={spec.features!r} is invalid with backend=jax; expected vector")
     if spec.core not in CORES:
         raise ConfigError(f"model.core={spec.core!r} is invalid with backend=jax; expected one of {', '.join(CORES)}")
-    agent = OmegaConf.to_container(cfg.agent, resolve=True)
-    assert isinstance(agent, dict)
+    agent = to_dict(cfg.agent)
     algo = agent.pop("algo")
     for key in TORCH_ONLY:
         if agent.pop(key, False):
@@ -405,13 +404,13 @@ def _save_states(state: Any, run_dirs: Sequence[Path], frames: int) -> None:
     """Each seed's slice of ``state`` as a checkpoint of its run directory: ``train_state.npz``, the leaves of its
     ``agents.jax.ppo.TrainState`` in tree order."""
     leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(jax.device_get(state))]
+
+    def save(path: Path, seed_leaves: list[np.ndarray]) -> None:
+        np.savez(path / TRAIN_STATE_FILE, *seed_leaves)
+
     for i, run_dir in enumerate(run_dirs):
-        write_checkpoint(
-            run_dir,
-            frames,
-            lambda path, i=i: np.savez(path / TRAIN_STATE_FILE, *[leaf[i] for leaf in leaves]),
-            backend="jax",
-        )
+        seed_leaves = [leaf[i] for leaf in leaves]
+        write_checkpoint(run_dir, frames, functools.partial(save, seed_leaves=seed_leaves), backend="jax")
 
 
 def _load_states(template: Any, checkpoints: Sequence[Checkpoint]) -> Any:

@@ -13,7 +13,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what __getattr__ provides, for type checkers
-    from rims_rl.cores import CORE_SURFACE, CORES, GRUCore, LSTMCore, check_core, make_core, register_core, resolve_core
+    from rims_rl.cores import (
+        CORE_SURFACE,
+        CORES,
+        Core,
+        GRUCore,
+        LSTMCore,
+        check_core,
+        make_core,
+        register_core,
+        resolve_core,
+    )
     from rims_rl.rim import RIM, RIMCell
     from rims_rl.sequence import State, map_state, reset_state
 
@@ -21,6 +31,7 @@ __all__ = [
     "CORES",
     "CORE_SURFACE",
     "RIM",
+    "Core",
     "GRUCore",
     "LSTMCore",
     "RIMCell",

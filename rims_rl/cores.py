@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -45,11 +45,12 @@ class _ResettableRNN:
     bidirectional: bool
 
     def __init__(self, input_size: int, hidden_size: int, *args: Any, **kwargs: Any) -> None:
-        super().__init__(input_size, hidden_size, *args, **kwargs)
-        if self.bidirectional or getattr(self, "proj_size", 0):
+        super().__init__(input_size, hidden_size, *args, **kwargs)  # type: ignore[call-arg]  # into nn.LSTM / nn.GRU
+        proj_size: int = getattr(self, "proj_size", 0)  # nn.LSTM's; nn.GRU has none
+        if self.bidirectional or proj_size:
             raise ValueError(
                 "expected a unidirectional core without projection (a recurrent policy runs forward in time), "
-                f"got bidirectional={self.bidirectional}, proj_size={getattr(self, 'proj_size', 0)}"
+                f"got bidirectional={self.bidirectional}, proj_size={proj_size}"
             )
 
     def initial_state(
@@ -109,7 +110,7 @@ class _ResettableRNN:
         return out, map_state(lambda h: h[:, last], hn)
 
 
-class LSTMCore(_ResettableRNN, nn.LSTM):
+class LSTMCore(_ResettableRNN, nn.LSTM):  # type: ignore[misc]  # forward: nn.LSTM's plus episode_starts
     """:class:`torch.nn.LSTM` plus ``episode_starts`` resets and ``initial_state``.
 
     >>> core = LSTMCore(8, 16)
@@ -121,7 +122,7 @@ class LSTMCore(_ResettableRNN, nn.LSTM):
     """
 
 
-class GRUCore(_ResettableRNN, nn.GRU):
+class GRUCore(_ResettableRNN, nn.GRU):  # type: ignore[misc]  # forward: nn.GRU's plus episode_starts
     """:class:`torch.nn.GRU` plus ``episode_starts`` resets and ``initial_state``.
 
     >>> out, h = GRUCore(8, 16, num_layers=2)(torch.randn(5, 3, 8))
@@ -133,6 +134,21 @@ class GRUCore(_ResettableRNN, nn.GRU):
 #: The registered cores: name -> constructor ``(input_size, **kwargs) -> core``. :func:`register_core` adds to it;
 #: ``agents``, ``experiments`` and their error messages read it.
 CORES: dict[str, Callable[..., nn.Module]] = {"lstm": LSTMCore, "gru": GRUCore, "rim": RIM}
+
+
+class Core(Protocol):
+    """The core surface (:data:`CORE_SURFACE`) as a type: what :func:`make_core` returns, a module offering it."""
+
+    hidden_size: int
+
+    def __call__(
+        self, input: Tensor, hx: Any = None, *, episode_starts: Tensor | None = None
+    ) -> tuple[Tensor, State]: ...
+
+    def initial_state(
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> State: ...
+
 
 #: What every core offers besides being an :class:`torch.nn.Module`: attribute -> what it is.
 CORE_SURFACE = {
@@ -245,7 +261,7 @@ def _required_kwargs(constructor: Callable[..., Any]) -> list[str]:
     return [p.name for p in parameters[1:] if p.kind in positional and p.default is inspect.Parameter.empty]
 
 
-def make_core(name: str, input_size: int, **kwargs: Any) -> nn.Module:
+def make_core(name: str, input_size: int, **kwargs: Any) -> Core:
     """Build a recurrent core by registered name (:data:`CORES`) or import path.
 
     :param name: ``"lstm"`` (:class:`LSTMCore`), ``"gru"`` (:class:`GRUCore`), ``"rim"`` (:class:`rims_rl.RIM`),
@@ -268,4 +284,4 @@ def make_core(name: str, input_size: int, **kwargs: Any) -> nn.Module:
         raise ValueError(f"core {name!r} needs {', '.join(missing)}; got arguments {sorted(kwargs) or 'none'}")
     core = constructor(input_size, **kwargs)
     check_core(core, f"core {name!r}")
-    return core
+    return cast(Core, core)

@@ -84,16 +84,19 @@ their next layer reads ``mask * h`` (inactive units zeroed); layer ``l > 0`` her
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rims_rl.sequence import State, from_time_major, map_state, reset_state, to_time_major
+from rims_rl.sequence import from_time_major, map_state, reset_state, to_time_major
 
 CELLS = ("lstm", "gru")
 _GATES = {"lstm": 4, "gru": 3}
+CellState = Tensor | tuple[Tensor, Tensor]
+"""A RIM's state: ``h`` (``cell="gru"``) or ``(h, c)`` (``cell="lstm"``)."""
 COMMUNICATIONS = ("paper", "authors")
 INITS = ("default", "authors")
 DROPOUT_AT = ("probabilities", "outputs")
@@ -329,14 +332,14 @@ class RIMCell(nn.Module):
             queries = self.input_heads * self.input_key_size * self.attention_bias  # query part of bias_hh
             bound = 1.0 / math.sqrt(self.hidden_size)
             with torch.no_grad():
-                for param in (self.weight_ih, self.bias_ih, self.weight_hh, self.bias_hh[..., queries:]):
-                    param.uniform_(-bound, bound)
+                for tensor in (self.weight_ih, self.bias_ih, self.weight_hh, self.bias_hh[..., queries:]):
+                    tensor.uniform_(-bound, bound)
                 query = self.weight_hh[..., : self.input_heads * self.input_key_size]
-                for param in (self.weight_key, self.weight_value, query, self.weight_comm):
-                    param.normal_(0.0, 0.01)
-                for param in (self.bias_value, self.bias_hh[..., :queries], self.bias_comm):
-                    if param is not None:
-                        param.zero_()
+                for tensor in (self.weight_key, self.weight_value, query, self.weight_comm):
+                    tensor.normal_(0.0, 0.01)
+                for bias in (self.bias_value, self.bias_hh[..., :queries], self.bias_comm):
+                    if bias is not None:
+                        bias.zero_()
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_units={self.num_units}, k={self.k}"
@@ -381,7 +384,7 @@ class RIMCell(nn.Module):
         values = torch.einsum("tbnf,hfd->tbnhd", input, self.weight_value)
         return SetSide(keys, values, self.weight_ih.permute(2, 0, 1, 3).flatten(1, 2))
 
-    def step(self, side: InputSide | SetSide, hx: State) -> tuple[State, Tensor]:
+    def step(self, side: InputSide | SetSide, hx: CellState) -> tuple[CellState, Tensor]:
         """Advance one step on the unit-major state.
 
         :param side: one step of :meth:`input_side`'s result (see :meth:`InputSide.unbind`).
@@ -428,7 +431,7 @@ class RIMCell(nn.Module):
         source = torch.where(active, h_new, h_new.detach()) if h_new.requires_grad else h_new
         # 4. Sparse update.
         h_new = torch.where(active, h_new + self._communicate(source, dropout), h)
-        if c is None:
+        if c is None or c_new is None:  # GRU
             return h_new, active
         return (h_new, torch.where(active, c_new, c)), active
 
@@ -481,7 +484,7 @@ class RIMCell(nn.Module):
 
     def initial_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> State:
+    ) -> CellState:
         """The zero state, tensors of shape ``(B, H)``."""
         ref = self.weight_hh
         zeros = torch.zeros(
@@ -489,7 +492,7 @@ class RIMCell(nn.Module):
         )
         return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
 
-    def forward(self, input: Tensor, hx: State | None = None) -> State:
+    def forward(self, input: Tensor, hx: CellState | None = None) -> CellState:
         if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
             raise ValueError(
                 f"expected input of shape (B, {self.input_size}) or a set (B, N, {self.input_size}), "
@@ -642,7 +645,7 @@ class RIM(nn.Module):
     ) -> None:
         super().__init__()
         _check_positive(num_layers=num_layers)
-        cell_kwargs = dict(
+        cell_kwargs: dict[str, Any] = dict(
             cell=cell,
             dropout=dropout,
             input_heads=input_heads,
@@ -668,8 +671,13 @@ class RIM(nn.Module):
         self.dropout_at = dropout_at
         self.last_active = None
 
+    @property
+    def _layers(self) -> list[RIMCell]:
+        """The layers' cells (``self.cells``, typed)."""
+        return cast(list[RIMCell], list(self.cells))
+
     def reset_parameters(self) -> None:
-        for cell in self.cells:
+        for cell in self._layers:
             cell.reset_parameters()
 
     def extra_repr(self) -> str:
@@ -686,16 +694,16 @@ class RIM(nn.Module):
 
     def initial_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> State:
+    ) -> CellState:
         """The zero state for ``batch_size`` samples: tensors of shape ``(L, B, H)``, like ``hx``."""
         return map_state(
             lambda t: t.expand(self.num_layers, -1, -1).clone(),
-            self.cells[0].initial_state(batch_size, device, dtype),
+            self._layers[0].initial_state(batch_size, device, dtype),
         )
 
     def forward(
-        self, input: Tensor, hx: State | None = None, *, episode_starts: Tensor | None = None
-    ) -> tuple[Tensor, State]:
+        self, input: Tensor, hx: CellState | None = None, *, episode_starts: Tensor | None = None
+    ) -> tuple[Tensor, CellState]:
         if input.dim() not in (2, 3, 4) or input.shape[-1] != self.input_size:
             f = self.input_size
             raise ValueError(
@@ -709,20 +717,21 @@ class RIM(nn.Module):
             x = to_time_major(input, hx, episode_starts, self.batch_first)
             seq = x.input
         batch = seq.shape[1]
-        state = x.hx if x.hx is not None else self.initial_state(batch, seq.device, seq.dtype)
+        state = cast(CellState, x.hx) if x.hx is not None else self.initial_state(batch, seq.device, seq.dtype)
         expected = (self.num_layers, batch, self.hidden_size)
-        for t in state if isinstance(state, tuple) else (state,):
-            if t.shape != expected:
+        for tensor in state if isinstance(state, tuple) else (state,):
+            if tensor.shape != expected:
                 raise ValueError(
-                    f"expected hx tensors of shape {expected} (time-major batch), got {tuple(t.shape)}"
+                    f"expected hx tensors of shape {expected} (time-major batch), got {tuple(tensor.shape)}"
                 )
         finals, actives = [], []
-        for layer, cell in enumerate(self.cells):
+        for layer, cell in enumerate(self._layers):
             if layer:
                 seq = F.dropout(seq, self.dropout, self.training)
-            sides = cell.input_side(seq).unbind()
+            sides: Sequence[InputSide | SetSide] = cell.input_side(seq).unbind()
             layer_state = map_state(lambda t: cell.to_units(t[layer]), state)  # noqa: B023  # used at once
-            outputs, active = [], []
+            outputs: list[Tensor] = []
+            active = []
             for t, side in enumerate(sides):
                 if x.episode_starts is not None:
                     layer_state = reset_state(layer_state, x.episode_starts[t])

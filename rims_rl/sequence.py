@@ -14,16 +14,18 @@ a buffer or an algorithm.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar, cast
 
 import torch
 from torch import Tensor
 
 State = Tensor | tuple["State", ...]
 """A recurrent state: a tensor, or a (nested) tuple of tensors, each of shape ``(L, B, *)``."""
+S = TypeVar("S", bound=State)
+"""A state of one structure (the functions that keep the structure return the type they are given)."""
 
 
-def map_state(fn: Callable[..., Tensor], *states: State) -> State:
+def map_state(fn: Callable[..., Tensor], *states: S) -> S:
     """Apply ``fn`` to the corresponding tensors of one or more states of the same (possibly nested) structure.
 
     >>> h, c = torch.zeros(1, 4, 3), torch.ones(1, 4, 3)
@@ -37,11 +39,11 @@ def map_state(fn: Callable[..., Tensor], *states: State) -> State:
     ([(1, 1, 3), (1, 1, 3)], (1, 1, 3))
     """
     if isinstance(states[0], tuple):
-        return tuple(map_state(fn, *parts) for parts in zip(*states, strict=True))
-    return fn(*states)
+        return cast(S, tuple(map_state(fn, *parts) for parts in zip(*states, strict=True)))
+    return cast(S, fn(*states))
 
 
-def reset_state(state: State, starts: Tensor) -> State:
+def reset_state(state: S, starts: Tensor) -> S:
     """Zero the state of the samples whose ``starts`` flag is set.
 
     :param state: tensors of shape ``(L, B, *)``.
@@ -99,7 +101,7 @@ def to_time_major(
     return TimeMajor(input, hx, episode_starts, batched)
 
 
-def from_time_major(output: Tensor, hx: State, batched: bool, batch_first: bool) -> tuple[Tensor, State]:
+def from_time_major(output: Tensor, hx: S, batched: bool, batch_first: bool) -> tuple[Tensor, S]:
     """Undo :func:`to_time_major` on a ``(T, B, H)`` output and its final state."""
     if not batched:
         return output.squeeze(1), map_state(lambda t: t.squeeze(1), hx)

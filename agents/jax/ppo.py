@@ -31,7 +31,7 @@ Differences from the torch backend, all documented where they act:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -144,13 +144,12 @@ class PPOConfig:
     features_extractor_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.sequence_length is None:
-            object.__setattr__(self, "sequence_length", self.n_steps)
+        T = self.n_steps if self.sequence_length is None else self.sequence_length
+        object.__setattr__(self, "sequence_length", T)
         for name in ("n_envs", "n_steps", "n_epochs", "sequence_length"):
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"expected {name} to be an int >= 1, got {value!r}")
-        T = self.sequence_length
         if self.n_steps % T:
             raise ValueError(f"expected n_steps to be a multiple of sequence_length={T}, got n_steps={self.n_steps}")
         rollout = self.n_envs * self.n_steps
@@ -245,7 +244,7 @@ def a2c_config(
 
 
 #: The algorithms by name (``agent.algo`` in configs): each takes the ``agent`` group's keys as kwargs.
-CONFIGS = {"ppo": PPOConfig, "a2c": a2c_config}
+CONFIGS: dict[str, Callable[..., PPOConfig]] = {"ppo": PPOConfig, "a2c": a2c_config}
 
 
 def make_policy(config: PPOConfig, num_actions: int) -> ActorCritic:
@@ -394,7 +393,9 @@ def collect_rollout(state: TrainState, env: Any, config: PPOConfig) -> tuple[Tra
     def step(carry: TrainState, _: None) -> tuple[TrainState, tuple[Rollout, tuple[Array, Array, Array]]]:
         rng, key_action, key_env = jax.random.split(carry.rng, 3)
         one_step = jax.tree.map(lambda x: x[None], carry.obs)
-        logits, values, core_state = policy.apply(carry.params, one_step, carry.core_state, carry.episode_starts[None])
+        logits, values, core_state = policy.apply(  # type: ignore[misc]  # without mutable: __call__'s triple
+            carry.params, one_step, carry.core_state, carry.episode_starts[None]
+        )
         log_probs, values = _log_probs(logits[0]), values[0]
         actions = jax.random.categorical(key_action, log_probs).astype(jnp.int32)
         env_state, obs, reward, terminated, truncated = jax.vmap(env.step)(
@@ -439,7 +440,9 @@ def collect_rollout(state: TrainState, env: Any, config: PPOConfig) -> tuple[Tra
     )
     flat = jax.tree.map(lambda x: x.reshape(config.n_steps, *x.shape[2:]), steps)
     one_step = jax.tree.map(lambda x: x[None], state.obs)
-    _, last_values, _ = policy.apply(state.params, one_step, state.core_state, state.episode_starts[None])
+    _, last_values, _ = policy.apply(  # type: ignore[misc]  # as in step
+        state.params, one_step, state.core_state, state.episode_starts[None]
+    )
     rollout = flat._replace(chunk_states=chunk_states, last_values=last_values[0])
     count = ended.sum()
 
@@ -536,7 +539,9 @@ def ppo_loss(params: Any, policy: ActorCritic, batch: Batch, config: PPOConfig) 
         ``approx_kl``, ``clip_fraction`` (with ``clip_range``), and the recomputed ``log_ratio`` and ``values``
         ``(T, M)`` (``log_ratio`` is 0 and ``values`` are the old ones on the first minibatch of an update).
     """
-    logits, values, _ = policy.apply(params, batch.obs, batch.states, batch.episode_starts)
+    logits, values, _ = policy.apply(  # type: ignore[misc]  # without mutable: __call__'s triple
+        params, batch.obs, batch.states, batch.episode_starts
+    )
     log_probs = _log_probs(logits)
     log_ratio = _take(log_probs, batch.actions) - batch.old_log_probs
     ratio = jnp.exp(log_ratio)
@@ -652,9 +657,9 @@ def evaluate(
         raise ValueError(f"expected episodes >= 1 and n_envs >= 1, got episodes={episodes}, n_envs={n_envs}")
     n_envs = min(n_envs, episodes)
     policy = make_policy(config, env.num_actions)
-    quota = (episodes + np.arange(n_envs)) // n_envs  # (n,) episodes counted per env
-    offsets = jnp.asarray(np.concatenate([[0], np.cumsum(quota)[:-1]]))
-    quota = jnp.asarray(quota)
+    counts = (episodes + np.arange(n_envs)) // n_envs  # (n,) episodes counted per env
+    offsets = jnp.asarray(np.concatenate([[0], np.cumsum(counts)[:-1]]))
+    quota = jnp.asarray(counts)
     key_reset, key_run = jax.random.split(key)
     env_state, obs = jax.vmap(env.reset)(jax.random.split(key_reset, n_envs))
     one = jax.tree.map(lambda x: x[None], obs)

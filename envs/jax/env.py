@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,7 @@ from envs.jax.ids import validate_jax_env_id
 
 __all__ = ["EnvState", "JaxEnv", "Obs", "make"]
 
-EnvState = Timestep
+EnvState: TypeAlias = Timestep
 """One env's state (navix's ``Timestep``: step count ``t`` and world ``state``); opaque to callers."""
 Obs = dict[str, Array]
 """``{"image": uint8 (V, V, 3), "direction": int32 ()}``, MiniGrid's ``image`` and ``direction``."""

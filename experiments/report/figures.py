@@ -151,7 +151,6 @@ def unit_activity(split: str, groups: dict[str, list[Run]], opts: Options) -> Mp
     rows = math.ceil(len(shown) / cols)
     height = 1.5 + 0.35 * (len(train) + len(heldout))
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 2.0, height * rows), squeeze=False, layout="constrained")
-    image = None
     for i, (ax, (label, run, last)) in enumerate(zip(axes.flat, shown, strict=False)):
         units = [k.removeprefix("eval/unit_activity/") for k in last if k.startswith("eval/unit_activity/")]
         envs = [(f"train: {short_env(e)}", env_scope(run, e, TRAIN)) for e in train]

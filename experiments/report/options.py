@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 from experiments.report.runs import HELDOUT, TRAIN, Run, env_scope, short_env, split_envs
@@ -63,7 +64,7 @@ def panels(runs: Sequence[Run]) -> list[Panel]:
     train, heldout = split_envs(runs)
     result = [Panel(f"train: {', '.join(short_env(e) for e in train)}", None, lambda run: TRAIN)]
     for env_id in heldout:
-        result.append(Panel(f"held-out: {short_env(env_id)}", env_id, lambda run, e=env_id: env_scope(run, e, HELDOUT)))
+        result.append(Panel(f"held-out: {short_env(env_id)}", env_id, partial(env_scope, env_id=env_id, side=HELDOUT)))
     if len(heldout) > 1:
         result.append(Panel("held-out: all (pooled)", None, lambda run: HELDOUT))
     return result

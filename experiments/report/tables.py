@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -56,16 +57,16 @@ def final_table(split: str, groups: dict[str, list[Run]], opts: Options) -> list
     """
     runs = [run for group in groups.values() for run in group]
     train, heldout = split_envs(runs)
-    published = {}
-    for ref in for_split(split):
-        for env_id, by_model in ref.values[split].items():
+    published: dict[tuple[str, str], float] = {}
+    for source in for_split(split):
+        for env_id, by_model in source.values[split].items():
             for label, value in by_model.items():
                 published.setdefault((env_id, label), value)
     scopes: list[Panel] = [
         Panel("train", None, lambda run: TRAIN),
         Panel("heldout", None, lambda run: HELDOUT),
-        *[Panel(e, e, lambda run, e=e: env_scope(run, e, "train")) for e in train],
-        *[Panel(e, e, lambda run, e=e: env_scope(run, e, HELDOUT)) for e in heldout],
+        *[Panel(e, e, partial(env_scope, env_id=e, side="train")) for e in train],
+        *[Panel(e, e, partial(env_scope, env_id=e, side=HELDOUT)) for e in heldout],
     ]
     rows = []
     for stat in STAT_NAMES:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -410,7 +410,7 @@ class RIMCell(nn.RNNCellBase):
         """
         params = self.parameters(inputs.shape[-1])
         batch_shape = inputs.shape[:-1]
-        flat = (carry[1], carry[0]) if self.cell == "lstm" else (carry,)
+        flat = cast(tuple[Array, ...], (carry[1], carry[0]) if self.cell == "lstm" else (carry,))  # carry (c, h) or h
         state = tuple(to_units(t.reshape(-1, self.features), self.num_units) for t in flat)
         side = self.input_side(params, inputs.reshape(1, -1, inputs.shape[-1]))
         side = side._replace(key_weights=side.key_weights[0], key_bias=side.key_bias[0], gates=side.gates[0])
@@ -626,7 +626,7 @@ class RIM(nn.Module):
             actives.append(jnp.swapaxes(active, 1, 2))  # (T, B, U)
         self.sow("intermediates", "active", jnp.stack(actives, 2))
         final_state = tuple(jnp.stack(ts) for ts in zip(*finals, strict=True))
-        hx_out: State = final_state if self.cell == "lstm" else final_state[0]
+        hx_out: State = cast(State, final_state) if self.cell == "lstm" else final_state[0]  # (h, c) or h
         if not x.batched:
             return seq[:, 0], jax.tree.map(lambda t: t[:, 0], hx_out)
         return (jnp.swapaxes(seq, 0, 1) if self.batch_first else seq), hx_out
