@@ -204,9 +204,7 @@ class MiniGridFeaturesExtractor(BaseFeaturesExtractor):
         if mission_space is not None:
             self.vocab_size = int(mission_space.high.max()) + 1
             if mission_encoder == "bow":
-                self.word_bag = nn.EmbeddingBag(
-                    self.vocab_size, mission_embedding_dim, mode="mean", padding_idx=0
-                )
+                self.word_bag = nn.EmbeddingBag(self.vocab_size, mission_embedding_dim, mode="mean", padding_idx=0)
             else:
                 self.word_embedding = nn.Embedding(self.vocab_size, mission_embedding_dim, padding_idx=0)
                 self.mission_gru = nn.GRU(mission_embedding_dim, mission_hidden_dim, batch_first=True)

@@ -360,8 +360,7 @@ def main() -> None:
         "counts; JAX compile apart (not in any rate); torch warm-up = its first iteration",
         "split: torch collect_rollouts / train timed inside learn; jax update and collect_rollout jitted apart, "
         "learn = update - rollout",
-        f"pinning: {pin} for every measurement; torch.set_num_threads({args.threads}); {xla}; "
-        f"device {args.device}",
+        f"pinning: {pin} for every measurement; torch.set_num_threads({args.threads}); {xla}; device {args.device}",
         f"load average (1/5/15 min) at start {' '.join(f'{x:.2f}' for x in load_start)}, "
         f"at end {' '.join(f'{x:.2f}' for x in load_end)}; wall {time.perf_counter() - started:.0f} s",
         f"code: {code_version()}; command: python " + " ".join(sys.argv),

@@ -124,7 +124,12 @@ def build(agent: str, task: str, env: Any, seed: int, sequence_length: int, core
     policy_kwargs.update(core=core, core_kwargs={**CORE_KWARGS[core], **core_kwargs}, shared_core=bool(shared))
     policy = "MultiInputRecurrentPolicy" if minigrid else "MlpRecurrentPolicy"
     return RecurrentPPO(
-        policy, env, seed=seed, device="cpu", sequence_length=sequence_length, policy_kwargs=policy_kwargs,
+        policy,
+        env,
+        seed=seed,
+        device="cpu",
+        sequence_length=sequence_length,
+        policy_kwargs=policy_kwargs,
         **spec.hparams,
     )
 

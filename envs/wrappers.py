@@ -125,8 +125,7 @@ class MissionToIdsWrapper(gym.ObservationWrapper):
         space = env.observation_space
         if not isinstance(space, spaces.Dict) or not {"image", "direction", "mission"} <= set(space.spaces):
             raise ValueError(
-                "expected a MiniGrid Dict observation space with keys 'image', 'direction', 'mission', "
-                f"got {space}"
+                f"expected a MiniGrid Dict observation space with keys 'image', 'direction', 'mission', got {space}"
             )
         if max_mission_len < 1:
             raise ValueError(f"expected max_mission_len >= 1, got {max_mission_len}")
@@ -176,9 +175,7 @@ class LevelSeedWrapper(gym.Wrapper):
         self._level_rng = np.random.default_rng(seed)
         self.current_level_seed: int | None = None
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[Any, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Reset to a level drawn from ``level_seeds``.
 
         :param seed: if given, re-seed the level-drawing RNG with it before drawing

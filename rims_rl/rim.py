@@ -123,10 +123,7 @@ class InputSide(NamedTuple):
 
     def unbind(self) -> list[InputSide]:
         """Split into ``T`` steps (one ``unbind``, whose backward stacks the steps' gradients once)."""
-        return [
-            self._replace(keys=k, gates=g)
-            for k, g in zip(self.keys.unbind(0), self.gates.unbind(0), strict=True)
-        ]
+        return [self._replace(keys=k, gates=g) for k, g in zip(self.keys.unbind(0), self.gates.unbind(0), strict=True)]
 
 
 class SetSide(NamedTuple):
@@ -150,8 +147,7 @@ class SetSide(NamedTuple):
     def unbind(self) -> list[SetSide]:
         """Split into ``T`` steps."""
         return [
-            self._replace(keys=k, values=v)
-            for k, v in zip(self.keys.unbind(0), self.values.unbind(0), strict=True)
+            self._replace(keys=k, values=v) for k, v in zip(self.keys.unbind(0), self.values.unbind(0), strict=True)
         ]
 
 
@@ -260,8 +256,7 @@ class RIMCell(nn.Module):
         )
         if hidden_size % num_units:
             raise ValueError(
-                "expected hidden_size divisible by num_units, "
-                f"got hidden_size={hidden_size}, num_units={num_units}"
+                f"expected hidden_size divisible by num_units, got hidden_size={hidden_size}, num_units={num_units}"
             )
         if not 1 <= k <= num_units:
             raise ValueError(f"expected 1 <= k <= num_units={num_units}, got k={k}")
@@ -461,9 +456,7 @@ class RIMCell(nn.Module):
             qkv = torch.bmm(h, self.weight_comm).permute(1, 0, 2)
         else:
             qkv = torch.baddbmm(self.bias_comm, h, self.weight_comm).permute(1, 0, 2)  # (B, U, Hc(2dk+dv))
-        q, k, v = (
-            t.unflatten(-1, (hc, -1)).transpose(1, 2) for t in qkv.split((hc * dkc, hc * dkc, hc * dvc), -1)
-        )
+        q, k, v = (t.unflatten(-1, (hc, -1)).transpose(1, 2) for t in qkv.split((hc * dkc, hc * dkc, hc * dvc), -1))
         # Scores laid out (keys, queries): torch's softmax over a tiny last dimension is slow on CPU.
         weights = torch.softmax(k @ q.transpose(-1, -2) * dkc**-0.5, dim=-2)
         if dropout and self.dropout_at == "probabilities":
@@ -487,9 +480,7 @@ class RIMCell(nn.Module):
     ) -> CellState:
         """The zero state, tensors of shape ``(B, H)``."""
         ref = self.weight_hh
-        zeros = torch.zeros(
-            batch_size, self.hidden_size, device=device or ref.device, dtype=dtype or ref.dtype
-        )
+        zeros = torch.zeros(batch_size, self.hidden_size, device=device or ref.device, dtype=dtype or ref.dtype)
         return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
 
     def forward(self, input: Tensor, hx: CellState | None = None) -> CellState:
@@ -500,9 +491,7 @@ class RIMCell(nn.Module):
             )
         if hx is None:
             hx = self.initial_state(input.shape[0], input.device, input.dtype)
-        state, active = self.step(
-            self.input_side(input.unsqueeze(0)).unbind()[0], map_state(self.to_units, hx)
-        )
+        state, active = self.step(self.input_side(input.unsqueeze(0)).unbind()[0], map_state(self.to_units, hx))
         self.last_active = active.squeeze(-1).t().detach()
         return map_state(_from_units, state)
 
@@ -742,6 +731,4 @@ class RIM(nn.Module):
             finals.append(map_state(_from_units, layer_state))
             actives.append(torch.cat(active, -1).permute(2, 1, 0))  # (T, B, U)
         self.last_active = torch.stack(actives, 2).detach()
-        return from_time_major(
-            seq, map_state(lambda *ts: torch.stack(ts), *finals), x.batched, self.batch_first
-        )
+        return from_time_major(seq, map_state(lambda *ts: torch.stack(ts), *finals), x.batched, self.batch_first)

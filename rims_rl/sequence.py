@@ -66,9 +66,7 @@ class TimeMajor(NamedTuple):
     """Whether the caller passed a batch (if not, outputs lose their batch dimension again)."""
 
 
-def to_time_major(
-    input: Tensor, hx: State | None, episode_starts: Tensor | None, batch_first: bool
-) -> TimeMajor:
+def to_time_major(input: Tensor, hx: State | None, episode_starts: Tensor | None, batch_first: bool) -> TimeMajor:
     """Accept the input forms of :class:`torch.nn.LSTM` and bring them to ``(T, B, F)``.
 
     :param input: ``(T, B, F)``, ``(B, T, F)`` when ``batch_first``, or unbatched ``(T, F)``.

@@ -22,9 +22,7 @@ def segments_separately(core, x, hx, starts):
         for i, (t0, t1) in enumerate(itertools.pairwise(bounds)):
             seq = x[t0:t1, b : b + 1]
             start_fresh = i > 0 or bool(starts[0, b])
-            out, state = core(
-                seq.transpose(0, 1) if core.batch_first else seq, None if start_fresh else state
-            )
+            out, state = core(seq.transpose(0, 1) if core.batch_first else seq, None if start_fresh else state)
             pieces.append(out.transpose(0, 1) if core.batch_first else out)
         outputs.append(torch.cat(pieces))
         finals.append(state)

@@ -61,9 +61,7 @@ def train_empty(core: str, algo: str, seed: int) -> float:
         core=core, core_kwargs=CORES[core], features_extractor_class=MiniGridFeaturesExtractor, normalize_images=False
     )
     env = make_vec_env("MiniGrid-Empty-5x5-v0", n_envs=16, seed=seed)
-    model = algo_class(
-        "MultiInputRecurrentPolicy", env, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **kwargs
-    )
+    model = algo_class("MultiInputRecurrentPolicy", env, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **kwargs)
     model.learn(frames)
     eval_env = make_vec_env("MiniGrid-Empty-5x5-v0", n_envs=4, seed=100 + seed)
     return evaluate_policy(model, eval_env, n_eval_episodes=40, deterministic=False)[0]

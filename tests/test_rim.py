@@ -33,16 +33,12 @@ def test_shapes_match_torch(cell: str, num_layers: int, form: str) -> None:
     batch_first = form == "batch_first"
     rim = make_rim(cell, num_layers=num_layers, batch_first=batch_first)
     ref = BASELINES[cell](F_IN, H, num_layers=num_layers, batch_first=batch_first)
-    x = {"time_major": torch.randn(7, 3, F_IN), "batch_first": torch.randn(3, 7, F_IN)}.get(
-        form, torch.randn(7, F_IN)
-    )
+    x = {"time_major": torch.randn(7, 3, F_IN), "batch_first": torch.randn(3, 7, F_IN)}.get(form, torch.randn(7, F_IN))
     for hx in (None, map_state(lambda t: t[:, 0] if form == "unbatched" else t, rim.initial_state(3))):
         out, state = rim(x, hx)
         ref_out, ref_state = ref(x, hx)
         assert out.shape == ref_out.shape
-        assert [t.shape for t in map_state(lambda t: t, state)] == [
-            t.shape for t in map_state(lambda t: t, ref_state)
-        ]
+        assert [t.shape for t in map_state(lambda t: t, state)] == [t.shape for t in map_state(lambda t: t, ref_state)]
         assert type(state) is type(ref_state)
         assert rim.last_active.shape == (7, 1 if form == "unbatched" else 3, num_layers, U)
         assert rim.last_active.dtype == torch.bool
@@ -109,9 +105,7 @@ def reference_step(cell: RIMCell, x, h, c):
     cand = torch.stack(cand_h, 1)  # (B, U, s)
     hc, dkc, dvc = cell.comm_heads, cell.comm_key_size, cell.comm_value_size
     qkv = torch.stack([cand[:, u] @ cell.weight_comm[u] + cell.bias_comm[u, 0] for u in range(u_n)], 1)
-    q, k, v = (
-        t.unflatten(-1, (hc, -1)).transpose(1, 2) for t in qkv.split([hc * dkc, hc * dkc, hc * dvc], -1)
-    )
+    q, k, v = (t.unflatten(-1, (hc, -1)).transpose(1, 2) for t in qkv.split([hc * dkc, hc * dkc, hc * dvc], -1))
     read = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)  # (B, U, Hc * dv)
     comm = torch.stack([read[:, u] @ cell.weight_out[u] + cell.bias_out[u, 0] for u in range(u_n)], 1)
     new_h = torch.where(active.unsqueeze(-1), cand + comm, hu).flatten(1)

@@ -239,8 +239,7 @@ class RIMCell(nn.RNNCellBase):
             _check_positive(name, getattr(self, name))
         if self.features % self.num_units:
             raise ValueError(
-                "expected features divisible by num_units, "
-                f"got features={self.features}, num_units={self.num_units}"
+                f"expected features divisible by num_units, got features={self.features}, num_units={self.num_units}"
             )
         if not 1 <= self.k <= self.num_units:
             raise ValueError(f"expected 1 <= k <= num_units={self.num_units}, got k={self.k}")
@@ -595,9 +594,7 @@ class RIM(nn.Module):
         expected = (self.num_layers, batch, self.hidden_size)
         for t in layer_states:
             if t.shape != expected:
-                raise ValueError(
-                    f"expected hx tensors of shape {expected} (time-major batch), got {tuple(t.shape)}"
-                )
+                raise ValueError(f"expected hx tensors of shape {expected} (time-major batch), got {tuple(t.shape)}")
         starts = x.episode_starts
         finals, actives = [], []
         for layer in range(self.num_layers):
