@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import doctest
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from handwritten import REPS, final_row, read_csv, score_of, write_run, write_sweep
+from handwritten import REPS, STATS, final_row, read_csv, score_of, write_run, write_sweep
 from helpers import Run, ok
 
 import experiments.published
@@ -21,7 +22,7 @@ import experiments.report.stats
 import experiments.report.tables
 from experiments.published import DIDO_TABLE
 from experiments.report import Run as ReportRun
-from experiments.report import mean_curve
+from experiments.report import iqm, mean_curve, probability_of_improvement
 
 
 @pytest.mark.parametrize(
@@ -56,6 +57,19 @@ def test_mean_curve_interpolates_onto_common_frames_and_bands_contain_the_mean()
     assert np.all(band.low <= band.mean + 1e-12) and np.all(band.mean <= band.high + 1e-12)
     single = mean_curve(seeds[:1], reps=10, rng=np.random.default_rng(0))
     assert single is not None and single.n == 1 and np.array_equal(single.low, single.high)
+
+
+def test_the_cis_depend_on_the_seed_alone_and_leave_numpys_global_rng_as_it_was() -> None:
+    # rliable 1.2 resamples with numpy's global RNG whatever random_state it is given; the report seeds that RNG.
+    x, y = np.linspace(0.0, 1.0, 7)[:, None], np.linspace(0.2, 0.9, 5)[:, None]
+    cis = []
+    for draws in (1, 2):
+        np.random.seed(draws)  # a different global state before each pair of calls
+        before = np.random.get_state()[1].copy()
+        cis.append((iqm(x, reps=200, seed=3), probability_of_improvement(x, y, reps=200, seed=3)))
+        assert np.array_equal(np.random.get_state()[1], before)
+    assert cis[0] == cis[1]
+    assert iqm(x, reps=200, seed=4) != cis[0][0]  # the seed does pick the resamples
 
 
 def test_final_is_last_eval_or_mean_of_last_n(tmp_path: Path) -> None:
@@ -213,12 +227,48 @@ def test_label_by_tells_runs_apart_by_their_overrides(tmp_path: Path) -> None:
     assert "under `agent.`" in (tmp_path / "a" / "report.md").read_text()
 
 
-@pytest.mark.parametrize("case", ["empty", "missing", "no_eval"])
+def test_a_report_keeps_its_runs_and_is_an_input_once_the_run_dirs_are_gone(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, seeds=2)
+    write_run(sweep / "4", "rim64_u4_k3", 2, [100, 200, 300], units=3, switch_rate=0.2)
+    first, again, more = tmp_path / "first", tmp_path / "again", tmp_path / "more"
+    experiments.report.main([str(sweep), "--out", str(first), "--reps", REPS])
+    kept = [json.loads(line) for line in (first / "runs.jsonl").read_text().splitlines()]
+    assert sorted(record["path"] for record in kept) == [f"../sweep/{name}" for name in "01234"]
+    assert all(any(key.startswith("eval/") for key in row) for record in kept for row in record["rows"])
+    assert sum(len(record["rows"]) for record in kept) == 5 * 3  # the eval rows, not the SB3 rows between them
+    md = (first / "report.md").read_text()
+    rim_seed_2 = [score_of("rim64_u4_k3", 2, 300, scope, stat) for stat in STATS[:2] for scope in ("train", "heldout")]
+    assert "| {:.3f} / {:.3f} | {:.3f} / {:.3f} | dynamic |".format(*rim_seed_2) in md  # final scores per run
+
+    shutil.rmtree(sweep)
+    experiments.report.main([str(first), "--out", str(again), "--reps", REPS])
+    for name in ("empty_final.csv", "empty_improvement.csv", "empty_selection.csv"):
+        assert (again / name).read_text() == (first / name).read_text(), name
+    assert (again / "empty_unit_activity.png").is_file()  # the unit activity is in the eval rows
+    assert (again / "report.md").read_text().split("### Runs")[1] == md.split("### Runs")[1]
+
+    # Extended by a new seed; a run found both kept and as a directory is read from the directory.
+    write_run(tmp_path / "new" / "0", "lstm64", 7, [100, 200, 300])
+    write_run(sweep / "0", "lstm64", 0, [100, 200, 300, 400])
+    experiments.report.main([str(again), str(tmp_path / "new"), str(sweep), "--out", str(more), "--reps", REPS])
+    rows = read_csv(more / "empty_final.csv")
+    assert final_row(rows, "lstm64", "train", "return")["n_seeds"] == "3"
+    finals = [
+        score_of("lstm64", seed, frames, "train", "return_mean") for seed, frames in [(0, 400), (1, 300), (7, 300)]
+    ]
+    assert float(final_row(rows, "lstm64", "train", "return")["mean"]) == pytest.approx(np.mean(finals))
+    assert len((more / "runs.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.parametrize("case", ["empty", "missing", "no_eval", "bad_kept_runs"])
 def test_dir_without_runs_fails_with_one_clear_line(tmp_path: Path, case: str, run_cli: Run) -> None:
     target = tmp_path / "nothing"
     if case != "missing":
         target.mkdir()
         (target / "notes.txt").write_text("not a run")
+    if case == "bad_kept_runs":
+        (target / "old").mkdir()
+        (target / "old" / "runs.jsonl").write_text('{"path": "../0", "info": {}}\n')  # no rows
     if case == "no_eval":
         write_run(target / "0", "lstm64", 0, [100])
         lines = (target / "0" / "metrics.jsonl").read_text().splitlines()

@@ -7,8 +7,11 @@ Examples::
     WANDB_MODE=online rims-rl-report multirun/sweep_a --wandb        # also log figures and tables to W&B
 
 A run directory is any folder under the given directories that holds ``run_info.json`` and ``metrics.jsonl`` (as
-written by ``rims-rl-train``). Runs are grouped by split (``run_info["split"]``), then by model label (the agent is
-appended, ``lstm64 (a2c)``, when one split mixes agents); each run is one sample (one seed).
+written by ``rims-rl-train``); a report directory given as input brings the runs that report kept (its
+``runs.jsonl``), so a committed report can be made again, or extended with new runs, once its run directories are
+gone (``rims-rl-report results/x runs/new_seed --out results/x``). Runs are grouped by split
+(``run_info["split"]``), then by model label (the agent is appended, ``lstm64 (a2c)``, when one split mixes agents);
+each run is one sample (one seed).
 
 What is written to ``--out`` (default ``<first dir>/report``), per split ``<s>``:
 
@@ -27,8 +30,10 @@ What is written to ``--out`` (default ``<first dir>/report``), per split ``<s>``
   averaged over held-out env ids), with CI; ``<s>_selection.csv`` (models whose cores report units): train and
   held-out switch rate and set entropy at each run's last evaluation, mean over runs, and how many runs have a
   "static selection" (switch rate below 1% on both the train and the held-out envs; flagged in the runs table);
-- ``report.md`` embedding all of it, the runs (seed, frames, W&B id) and, when published numbers exist for the
-  split (:mod:`experiments.published`), those numbers beside ours.
+- ``report.md`` embedding all of it, the runs (seed, frames, final scores, W&B id) and, when published numbers
+  exist for the split (:mod:`experiments.published`), those numbers beside ours;
+- ``runs.jsonl`` (all splits): each run's info, overrides and eval rows
+  (:func:`experiments.report.runs.save_runs`); the selection rasters need the run directories' recorded episodes.
 
 "Final" is the mean of a run's last ``--final-evals`` evaluations (default 1: its last eval row). Scores are the
 sampled-action statistics ``return_mean`` and ``success_rate`` unless ``--greedy`` picks the greedy-action ones.

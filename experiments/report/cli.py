@@ -10,15 +10,15 @@ from pathlib import Path
 
 from experiments.report.markdown import markdown
 from experiments.report.options import Options
-from experiments.report.runs import PROG, ReportError, Run, find_runs
+from experiments.report.runs import PROG, ReportError, Run, find_runs, save_runs
 from experiments.report.split import report_split
 from experiments.report.wandb_log import log_wandb
 
 
 def build_report(dirs: Sequence[Path], out: Path, opts: Options, wandb_project: str | None = None) -> Path:
-    """Read the runs under ``dirs`` and write the report into ``out``.
+    """Read the runs under ``dirs`` and write the report into ``out``, with the runs it was made from.
 
-    :param dirs: sweep or run directories
+    :param dirs: sweep, run or report directories
     :param out: output directory (created)
     :param opts: report options
     :param wandb_project: also log to a new W&B run in this project
@@ -27,6 +27,7 @@ def build_report(dirs: Sequence[Path], out: Path, opts: Options, wandb_project: 
     """
     runs = find_runs(dirs)
     out.mkdir(parents=True, exist_ok=True)
+    save_runs(runs, out)
     by_split: dict[str, list[Run]] = {}
     for run in runs:
         by_split.setdefault(run.split, []).append(run)
@@ -43,9 +44,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Generalization curves, final-score tables (IQM with 95% CIs, rliable) and a Markdown report "
-        "from rims-rl-train runs (folders with run_info.json and metrics.jsonl, searched recursively).",
+        "from rims-rl-train runs (folders with run_info.json and metrics.jsonl, searched recursively) and from the "
+        "runs earlier reports kept (their runs.jsonl).",
     )
-    parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="sweep or run directories")
+    parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="sweep, run or report directories")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: <first DIR>/report)")
     parser.add_argument("--greedy", action="store_true", help="use the greedy-action statistics")
     parser.add_argument(

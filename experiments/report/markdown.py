@@ -118,7 +118,17 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
             lines += _selection_section(rep)
         lines += ["### Runs", ""]
         lines += _md_table(
-            ["model", "agent", "seed", "frames (last eval)", "total frames", "selection", "W&B id", "run dir"],
+            [
+                "model",
+                "agent",
+                "seed",
+                "frames (last eval)",
+                "total frames",
+                *(f"final {STAT_NAMES[stat]}, train / held-out" for stat in STAT_NAMES),
+                "selection",
+                "W&B id",
+                "run dir",
+            ],
             [
                 [
                     f"`{label}`",
@@ -126,6 +136,12 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
                     str(run.seed),
                     str(run.last_eval_frames),
                     str(run.info.get("total_frames", "—")),
+                    *(
+                        " / ".join(
+                            _fmt(run.final(opts.key(scope, stat), opts.final_evals)) for scope in (TRAIN, HELDOUT)
+                        )
+                        for stat in STAT_NAMES
+                    ),
                     _SELECTION_FLAGS[static_selection(run)] if label in selected else "—",
                     str(run.info.get("wandb_id") or "—"),
                     f"`{_rel(run.path, out)}`",

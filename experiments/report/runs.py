@@ -1,10 +1,11 @@
-"""Reading runs: the run directories ``rims-rl-train`` writes (``run_info.json``, ``metrics.jsonl``), grouped by
-split and model label, and the metric scopes of their envs."""
+"""Reading runs: the run directories ``rims-rl-train`` writes (``run_info.json``, ``metrics.jsonl``) and the runs a
+report keeps (``runs.jsonl``), grouped by split and model label, and the metric scopes of their envs."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ INFO_KEYS = ("split", "model", "seed", "train_envs", "heldout_envs")
 TRAIN, HELDOUT = "train", "heldout"
 #: An eval row's episodes per env id and action mode, and the mark of the final evaluation (``rims-rl-train``).
 EPISODES, FINAL = "eval/episodes", "eval/final"
+#: The file in which a report keeps its runs (:func:`save_runs`), so that a report directory is an input too.
+RUNS_FILE = "runs.jsonl"
 
 
 class ReportError(ValueError):
@@ -86,25 +89,32 @@ class Run:
 
 
 def find_runs(dirs: Sequence[Path]) -> list[Run]:
-    """Every run directory under ``dirs`` (searched recursively), sorted by path.
+    """Every run under ``dirs`` (searched recursively), sorted by path: run directories, and the runs kept by
+    earlier reports (their ``runs.jsonl``, :func:`save_runs`). A run found both ways is read from its directory.
 
-    :param dirs: sweep or run directories
+    :param dirs: sweep, run or report directories
     :return: the runs, with at least one eval row each (runs without any are skipped with a warning)
     :raises ReportError: for a missing directory, one with no runs, or an unreadable run
     """
-    runs: dict[Path, Run] = {}
+    found: dict[Path, Run] = {}
+    kept: dict[Path, Run] = {}
     for directory in dirs:
         if not directory.is_dir():
             raise ReportError(f"{directory}: not a directory")
-        found = sorted(p.parent for p in directory.rglob(RUN_INFO_FILE) if (p.parent / METRICS_FILE).is_file())
-        if not found:
-            raise ReportError(f"{directory}: no runs found (expected folders with {RUN_INFO_FILE} and {METRICS_FILE})")
-        for path in found:
-            run = load_run(path)
-            if not any(f"eval/{TRAIN}/return_mean" in row for row in run.rows):
-                print(f"{PROG}: warning: {path}: no evaluation rows yet; skipped", file=sys.stderr)
-                continue
-            runs[path.resolve()] = run
+        paths = sorted(p.parent for p in directory.rglob(RUN_INFO_FILE) if (p.parent / METRICS_FILE).is_file())
+        files = sorted(directory.rglob(RUNS_FILE))
+        if not paths and not files:
+            raise ReportError(
+                f"{directory}: no runs found (expected folders with {RUN_INFO_FILE} and {METRICS_FILE}, "
+                f"or a report's {RUNS_FILE})"
+            )
+        found.update((path.resolve(), load_run(path)) for path in paths)
+        kept.update((run.path, run) for file in files for run in load_kept_runs(file))
+    runs = {**kept, **found}
+    for path, run in list(runs.items()):
+        if not any(f"eval/{TRAIN}/return_mean" in row for row in run.rows):
+            print(f"{PROG}: warning: {run.path}: no evaluation rows yet; skipped", file=sys.stderr)
+            del runs[path]
     if not runs:
         raise ReportError(f"{', '.join(map(str, dirs))}: no run has an evaluation row yet")
     return [runs[p] for p in sorted(runs)]
@@ -120,11 +130,54 @@ def load_run(path: Path) -> Run:
         rows = read_metrics(path / METRICS_FILE)
     except json.JSONDecodeError as err:
         raise ReportError(f"{path}: invalid JSON ({err})") from None
-    missing = [k for k in INFO_KEYS if k not in info]
-    if missing:
-        raise ReportError(f"{path / RUN_INFO_FILE}: missing {', '.join(missing)}")
+    _check_info(info, path / RUN_INFO_FILE)
     overrides = path / OVERRIDES_FILE
     return Run(path, info, rows, tuple(yaml.safe_load(overrides.read_text()) or ()) if overrides.is_file() else ())
+
+
+def save_runs(runs: Sequence[Run], out: Path) -> Path:
+    """Keep the runs in ``out/runs.jsonl``, one JSON object per line (``path``, relative to ``out``; ``info``;
+    ``overrides``; ``rows``, the eval rows only), so the report can be made again, or with more runs
+    (``rims-rl-report <out> <new run dirs>``), once the run directories are gone. The training rows (most of a
+    metrics file; no report reads them) and the recorded episodes of the selection rasters are not kept.
+
+    :param runs: the runs
+    :param out: the report's directory
+    :return: the file's path
+    """
+    path = out / RUNS_FILE
+    with path.open("w", encoding="utf-8") as file:
+        for run in runs:
+            rows = [row for row in run.rows if any(key.startswith("eval/") for key in row)]
+            record = {"path": os.path.relpath(run.path, out), "info": run.info, "overrides": list(run.overrides)}
+            file.write(json.dumps({**record, "rows": rows}) + "\n")
+    return path
+
+
+def load_kept_runs(path: Path) -> list[Run]:
+    """:param path: a report's ``runs.jsonl`` (:func:`save_runs`)
+    :return: its runs, each with the resolved path of its run directory (which need not exist any more)
+    :raises ReportError: if a line is not a kept run
+    """
+    runs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            record = json.loads(line)
+            run = Run(
+                (path.parent / record["path"]).resolve(), record["info"], record["rows"], tuple(record["overrides"])
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ReportError(f"{path}, line {number}: not a kept run ({type(err).__name__}: {err})") from None
+        _check_info(run.info, path)
+        runs.append(run)
+    return runs
+
+
+def _check_info(info: dict[str, Any], where: Path) -> None:
+    """:raises ReportError: if a run's ``info`` lacks a key the report reads"""
+    missing = [k for k in INFO_KEYS if k not in info]
+    if missing:
+        raise ReportError(f"{where}: missing {', '.join(missing)}")
 
 
 def label_runs(runs: Sequence[Run], label_by: Sequence[str] = ()) -> dict[str, list[Run]]:

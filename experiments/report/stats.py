@@ -84,11 +84,22 @@ class Estimate(NamedTuple):
 
 
 @contextlib.contextmanager
-def _quiet_arch() -> Iterator[None]:
-    """Silence arch's FutureWarning about ``random_state`` (rliable 1.2 passes a ``RandomState``)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        yield
+def _rliable_bootstrap(seed: int) -> Iterator[np.random.RandomState]:
+    """A seeded bootstrap in rliable 1.2: its stratified bootstraps draw their resampling indices from numpy's global
+    RNG (``np.random.choice`` in ``update_indices``), not from the ``random_state`` they take, so the global RNG is
+    seeded for the call and restored after it. Also silences arch's FutureWarning about ``random_state``.
+
+    :param seed: seed of the bootstrap
+    :return: the ``random_state`` to pass to rliable
+    """
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            yield np.random.RandomState(seed)
+    finally:
+        np.random.set_state(state)
 
 
 def iqm(scores: np.ndarray, reps: int, seed: int) -> Estimate:
@@ -107,12 +118,9 @@ def iqm(scores: np.ndarray, reps: int, seed: int) -> Estimate:
     value = float(metrics.aggregate_iqm(scores))
     if scores.shape[0] < 2:
         return Estimate(value, value, value, scores.shape[0])
-    with _quiet_arch():
+    with _rliable_bootstrap(seed) as random_state:
         _, intervals = library.get_interval_estimates(
-            {"x": scores},
-            lambda x: np.array([metrics.aggregate_iqm(x)]),
-            reps=reps,
-            random_state=np.random.RandomState(seed),
+            {"x": scores}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps, random_state=random_state
         )
     low, high = intervals["x"][:, 0]
     return Estimate(value, float(low), float(high), scores.shape[0])
@@ -136,12 +144,12 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int, seed: in
     n = min(x.shape[0], y.shape[0])
     if n < 2:
         return Estimate(value, value, value, n)
-    with _quiet_arch():
+    with _rliable_bootstrap(seed) as random_state:
         _, intervals = library.get_interval_estimates(
             {"x,y": (x, y)},
             lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
             reps=reps,
-            random_state=np.random.RandomState(seed),
+            random_state=random_state,
         )
     low, high = intervals["x,y"][:, 0]
     return Estimate(value, float(low), float(high), n)
