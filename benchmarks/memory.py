@@ -201,12 +201,15 @@ def json_object(text: str) -> dict[str, Any]:
 
 def check_core_kwargs(agents: list[str], core_kwargs: dict[str, Any]) -> None:
     """Fail before any training, in one line, when a key of ``core_kwargs`` is not an argument of every core the
-    ``agents`` build (a RIM's ``k`` given to an LSTM run too)."""
+    ``agents`` build (a RIM's ``k`` given to an LSTM run too); a core whose arguments cannot be known is not
+    checked (as in :mod:`experiments.config`)."""
     from experiments.config import constructor_arguments, unknown_key
     from rims_rl.cores import resolve_core
 
     for core in dict.fromkeys(agent.partition("_")[0] for agent in agents if agent not in REFERENCES):
-        allowed = constructor_arguments(resolve_core(core)) or set()
+        allowed = constructor_arguments(resolve_core(core))
+        if allowed is None:
+            continue
         for key, value in core_kwargs.items():
             if key not in allowed:
                 raise ValueError(f"--core-kwargs for {core}: {unknown_key(key, value, sorted(allowed))}")
