@@ -259,6 +259,13 @@ def test_a_report_keeps_its_runs_and_is_an_input_once_the_run_dirs_are_gone(tmp_
     assert float(final_row(rows, "lstm64", "train", "return")["mean"]) == pytest.approx(np.mean(finals))
     assert len((more / "runs.jsonl").read_text().splitlines()) == 6
 
+    # Only a report given as a DIR brings its runs: a sweep's own report/ does not bring back a deleted run.
+    experiments.report.main([str(sweep), "--reps", REPS])
+    write_run(sweep / "1", "lstm64", 1, [100, 200])
+    shutil.rmtree(sweep / "0")
+    experiments.report.main([str(sweep), "--reps", REPS])
+    assert [json.loads(line)["path"] for line in (sweep / "report" / "runs.jsonl").read_text().splitlines()] == ["../1"]
+
 
 @pytest.mark.parametrize("case", ["empty", "missing", "no_eval", "bad_kept_runs"])
 def test_dir_without_runs_fails_with_one_clear_line(tmp_path: Path, case: str, run_cli: Run) -> None:

@@ -89,8 +89,10 @@ class Run:
 
 
 def find_runs(dirs: Sequence[Path]) -> list[Run]:
-    """Every run under ``dirs`` (searched recursively), sorted by path: run directories, and the runs kept by
-    earlier reports (their ``runs.jsonl``, :func:`save_runs`). A run found both ways is read from its directory.
+    """Every run under ``dirs``, sorted by path: the run directories under them (searched recursively), and the runs
+    kept by the reports among them (a given directory that holds a ``runs.jsonl``, :func:`save_runs`; a report
+    found deeper, such as a sweep's own ``report/``, is not read, so a run directory deleted since stays out). A run
+    found both ways is read from its directory.
 
     :param dirs: sweep, run or report directories
     :return: the runs, with at least one eval row each (runs without any are skipped with a warning)
@@ -102,7 +104,7 @@ def find_runs(dirs: Sequence[Path]) -> list[Run]:
         if not directory.is_dir():
             raise ReportError(f"{directory}: not a directory")
         paths = sorted(p.parent for p in directory.rglob(RUN_INFO_FILE) if (p.parent / METRICS_FILE).is_file())
-        files = sorted(directory.rglob(RUNS_FILE))
+        files = [directory / RUNS_FILE] if (directory / RUNS_FILE).is_file() else []
         if not paths and not files:
             raise ReportError(
                 f"{directory}: no runs found (expected folders with {RUN_INFO_FILE} and {METRICS_FILE}, "
