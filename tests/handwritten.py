@@ -98,3 +98,11 @@ def final_row(rows: list[dict[str, str]], model: str, scope: str, stat: str) -> 
     """The one row of a final-score table for that model, scope and stat."""
     (row,) = [r for r in rows if (r["model"], r["scope"], r["stat"]) == (model, scope, stat)]
     return row
+
+
+def runs_column(md: str, model: str, column: str) -> list[str]:
+    """The cells of ``column`` (a header of a one-split report's Runs table) in the rows of ``model``, in order."""
+    lines = md.split("### Runs", 1)[1].strip().splitlines()
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")]
+    index = cells[0].index(column)
+    return [row[index] for row in cells[2:] if row[0] == f"`{model}`"]

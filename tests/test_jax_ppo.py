@@ -214,11 +214,13 @@ def test_update_recomputes_the_rollout(core: str, shared_core: bool) -> None:
     batch, parts, from_zero = replay(state)
     assert bool(batch.episode_starts[1:].any()), "expected resets inside the chunks"
     assert float(jnp.abs(batch.old_log_probs - np.log(1 / 3)).max()) > 0.1, "expected a non-uniform policy"
-    np.testing.assert_allclose(parts["log_ratio"], 0.0, atol=1e-5)  # float32 rounding
-    np.testing.assert_allclose(parts["values"], batch.old_values, rtol=1e-5, atol=1e-6)
+    # Equal up to float32 rounding, which depends on the CPU: up to 7e-6 seen (the RIM's values on a Xeon, 2026-12-07).
+    np.testing.assert_allclose(parts["log_ratio"], 0.0, atol=1e-4)
+    np.testing.assert_allclose(parts["values"], batch.old_values, rtol=0, atol=1e-4)
     assert abs(float(parts["approx_kl"])) < 1e-7 and float(parts["clip_fraction"]) == 0.0
-    # the stored chunk-start states matter: replayed from zero states, the chunks that start mid-episode differ
-    assert float(jnp.abs(from_zero["log_ratio"]).max()) > 1e-4
+    # the stored chunk-start states matter: replayed from zero states, the chunks that start mid-episode differ by
+    # far more than that rounding (log-ratio 2.5e-3 to 1.5, values 0.17 to 0.53 over the four cases)
+    assert float(jnp.abs(from_zero["log_ratio"]).max()) > 1e-3
 
 
 def test_shared_core_trains_the_actor_core_with_the_critic_loss() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from handwritten import read_csv
+from handwritten import read_csv, runs_column
 from helpers import TINY_MODEL, Run, ok
 from test_jax_envs import lay_out_in_minigrid
 from test_selection import solve_doorkey
@@ -123,5 +123,5 @@ def test_a_rim_job_writes_each_seeds_episodes_and_raster_and_the_report_shows_th
     assert "![doorkey selection rasters](doorkey_selection_raster.png)" in md
     assert (out / "doorkey_selection_raster.png").stat().st_size > 1000
     assert [row["model"] for row in read_csv(out / "doorkey_selection.csv")] == ["rim12_u3_k2"]
-    flags = [line.split(" | ")[5] for line in md.splitlines() if line.startswith("| `rim12_u3_k2` | ppo |")]
+    flags = runs_column(md, "rim12_u3_k2", "selection")
     assert len(flags) == len(SEEDS) and set(flags) <= {"dynamic", "**static selection**"}, flags

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from handwritten import HELDOUT, REPS, final_row, read_csv, write_run, write_sweep
+from handwritten import HELDOUT, REPS, final_row, read_csv, runs_column, write_run, write_sweep
 from helpers import Run, clean_env, ok
 
 import experiments.report
@@ -93,7 +93,7 @@ def test_the_report_flags_static_selection_and_embeds_the_rasters(tmp_path: Path
     assert "| `rim64_u4_k3` | 0.102 | 0.102 | 0.203 | 0.203 | 2/3 (1 not logged) |" in md
     assert "| `rim32_u4_k2` | not logged | not logged | not logged | not logged | not logged |" in md
     assert "Static selection: `rim64_u4_k3` seed 0, `rim64_u4_k3` seed 2." in md
-    flags = [line.split(" | ")[7] for line in md.splitlines() if line.startswith("| `rim64_u4_k3` | ppo |")]
+    flags = runs_column(md, "rim64_u4_k3", "selection")
     assert flags == ["**static selection**", "dynamic", "**static selection**", "not logged"]
     # The first seed's raster of each model that recorded one.
     assert "![empty selection rasters](empty_selection_raster.png)" in md

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from handwritten import REPS, STATS, final_row, read_csv, score_of, write_run, write_sweep
+from handwritten import REPS, final_row, read_csv, runs_column, score_of, write_run, write_sweep
 from helpers import Run, ok
 
 import experiments.published
@@ -237,8 +237,11 @@ def test_a_report_keeps_its_runs_and_is_an_input_once_the_run_dirs_are_gone(tmp_
     assert all(any(key.startswith("eval/") for key in row) for record in kept for row in record["rows"])
     assert sum(len(record["rows"]) for record in kept) == 5 * 3  # the eval rows, not the SB3 rows between them
     md = (first / "report.md").read_text()
-    rim_seed_2 = [score_of("rim64_u4_k3", 2, 300, scope, stat) for stat in STATS[:2] for scope in ("train", "heldout")]
-    assert "| {:.3f} / {:.3f} | {:.3f} / {:.3f} | dynamic |".format(*rim_seed_2) in md  # final scores per run
+    for stat, name in [("return_mean", "final return"), ("success_rate", "final success rate")]:  # per run
+        finals = [
+            [score_of("rim64_u4_k3", seed, 300, scope, stat) for scope in ("train", "heldout")] for seed in range(3)
+        ]
+        assert runs_column(md, "rim64_u4_k3", f"{name}, train / held-out") == [f"{a:.3f} / {b:.3f}" for a, b in finals]
 
     shutil.rmtree(sweep)
     experiments.report.main([str(first), "--out", str(again), "--reps", REPS])
