@@ -18,12 +18,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Start the long (``slow``) tests first, so that pytest-xdist fits the short ones around them instead of
-    leaving one long test running alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture
 def run_cli(tmp_path: Path) -> Run:
     """``run_cli(module, args, timeout=300, **env)``: ``python -m <module> <args>`` in ``tmp_path``."""
