@@ -276,9 +276,8 @@ def test_dir_without_runs_fails_with_one_clear_line(tmp_path: Path, case: str, r
     if case != "missing":
         target.mkdir()
         (target / "notes.txt").write_text("not a run")
-    if case == "bad_kept_runs":
-        (target / "old").mkdir()
-        (target / "old" / "runs.jsonl").write_text('{"path": "../0", "info": {}}\n')  # no rows
+    if case == "bad_kept_runs":  # a report dir whose runs.jsonl has a line without rows
+        (target / "runs.jsonl").write_text('{"path": "../0", "info": {}}\n')
     if case == "no_eval":
         write_run(target / "0", "lstm64", 0, [100])
         lines = (target / "0" / "metrics.jsonl").read_text().splitlines()
@@ -288,4 +287,5 @@ def test_dir_without_runs_fails_with_one_clear_line(tmp_path: Path, case: str, r
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "warning" not in line]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("rims-rl-report: error: ") and str(target) in lines[0]
+    assert ("line 1: not a kept run (KeyError: 'rows')" in lines[0]) == (case == "bad_kept_runs"), lines[0]
     assert not (target / "report").exists()
