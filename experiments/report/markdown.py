@@ -4,13 +4,12 @@ tables, published numbers beside ours, the probability of improvement, the unit 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from experiments.published import Published, for_split
 from experiments.report.options import STAT_NAMES, Options
-from experiments.report.runs import HELDOUT, TRAIN, Run, short_env, split_envs
+from experiments.report.runs import HELDOUT, TRAIN, Run, relative_path, short_env, split_envs
 from experiments.report.split import SplitReport
 from experiments.report.stats import Estimate
 from experiments.report.tables import STATIC_SWITCH_RATE, FinalRow, SelectionRow, static_selection
@@ -69,7 +68,7 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
             "",
         ]
         for figure in rep.figures:
-            lines += [f"![{figure.title}]({_rel(figure.png, out)})", ""]
+            lines += [f"![{figure.title}]({relative_path(figure.png, out)})", ""]
         for stat, title in STAT_NAMES.items():
             lines += [f"### Final {title}: train and held-out (pooled)", ""]
             by = {(r.model, r.scope): r for r in rep.final if r.stat == stat}
@@ -137,14 +136,12 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
                     str(run.last_eval_frames),
                     str(run.info.get("total_frames", "—")),
                     *(
-                        " / ".join(
-                            _fmt(run.final(opts.key(scope, stat), opts.final_evals)) for scope in (TRAIN, HELDOUT)
-                        )
+                        " / ".join(_fmt(opts.score(run, scope, stat)) for scope in (TRAIN, HELDOUT))
                         for stat in STAT_NAMES
                     ),
                     _SELECTION_FLAGS[static_selection(run)] if label in selected else "—",
                     str(run.info.get("wandb_id") or "—"),
-                    f"`{_rel(run.path, out)}`",
+                    f"`{relative_path(run.path, out)}`",
                 ]
                 for label, group in rep.groups.items()
                 for run in group
@@ -263,10 +260,3 @@ def _published_section(ref: Published, rep: SplitReport, by: dict[tuple[str, str
                 ]
             )
     return lines + _md_table(["env", "model", "published", "ours (mean)", "ours IQM [95% CI]", "seeds"], body)
-
-
-def _rel(path: Path, start: Path) -> str:
-    try:
-        return os.path.relpath(path, start)
-    except ValueError:
-        return str(path)

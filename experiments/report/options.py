@@ -41,6 +41,14 @@ class Options:
         name = {"return": "return_mean", "success": "success_rate"}[stat]
         return f"eval/{scope}/{'greedy_' if self.greedy else ''}{name}"
 
+    def score(self, run: Run, scope: str, stat: str) -> float:
+        """:param run: a run
+        :param scope: ``train``, ``heldout`` or an env scope of ``run``
+        :param stat: ``"return"`` or ``"success"``
+        :return: the run's final score there (:meth:`Run.final` over ``final_evals``; NaN if never logged)
+        """
+        return run.final(self.key(scope, stat), self.final_evals)
+
 
 class Panel(NamedTuple):
     """One panel of the curves: a title and, per run, the metric scope it reads.

@@ -151,7 +151,7 @@ def save_runs(runs: Sequence[Run], out: Path) -> Path:
     with path.open("w", encoding="utf-8") as file:
         for run in runs:
             rows = [row for row in run.rows if any(key.startswith("eval/") for key in row)]
-            record = {"path": os.path.relpath(run.path, out), "info": run.info, "overrides": list(run.overrides)}
+            record = {"path": relative_path(run.path, out), "info": run.info, "overrides": list(run.overrides)}
             file.write(json.dumps({**record, "rows": rows}) + "\n")
     return path
 
@@ -173,6 +173,14 @@ def load_kept_runs(path: Path) -> list[Run]:
         _check_info(run.info, path)
         runs.append(run)
     return runs
+
+
+def relative_path(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` (as is where there is no relative path, e.g. another drive)."""
+    try:
+        return os.path.relpath(path, start)
+    except ValueError:
+        return str(path)
 
 
 def _check_info(info: dict[str, Any], where: Path) -> None:

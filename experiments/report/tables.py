@@ -43,7 +43,7 @@ class FinalRow(NamedTuple):
 
 def final_scores(group: Sequence[Run], panel: Panel, stat: str, opts: Options) -> np.ndarray:
     """:return: ``(N,)`` final scores of the runs that logged this panel's metric"""
-    values = np.array([run.final(opts.key(panel.scope(run), stat), opts.final_evals) for run in group])
+    values = np.array([opts.score(run, panel.scope(run), stat) for run in group])
     return values[~np.isnan(values)]
 
 
@@ -119,10 +119,7 @@ def improvement_table(groups: dict[str, list[Run]], opts: Options) -> list[Impro
         matrices = {}
         for label in models + baselines:
             matrix = np.array(
-                [
-                    [run.final(opts.key(env_scope(run, e, HELDOUT), stat), opts.final_evals) for e in heldout]
-                    for run in groups[label]
-                ]
+                [[opts.score(run, env_scope(run, e, HELDOUT), stat) for e in heldout] for run in groups[label]]
             ).reshape(len(groups[label]), len(heldout))
             matrices[label] = matrix[~np.isnan(matrix).any(axis=1)]
         for x in models:
