@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rims_rl.checks import check_sizes
 from rims_rl.rim import RIM
 from rims_rl.sequence import State, from_time_major, map_state, reset_state, to_time_major
 
@@ -45,6 +46,7 @@ class _ResettableRNN:
     bidirectional: bool
 
     def __init__(self, input_size: int, hidden_size: int, *args: Any, **kwargs: Any) -> None:
+        check_sizes(input_size=input_size, hidden_size=hidden_size, num_layers=kwargs.get("num_layers", 1))
         super().__init__(input_size, hidden_size, *args, **kwargs)  # type: ignore[call-arg]  # into nn.LSTM / nn.GRU
         proj_size: int = getattr(self, "proj_size", 0)  # nn.LSTM's; nn.GRU has none
         if self.bidirectional or proj_size:

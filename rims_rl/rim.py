@@ -91,6 +91,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rims_rl.checks import check_dropout, check_sizes, check_state_shape, check_units
 from rims_rl.sequence import from_time_major, map_state, reset_state, to_time_major
 
 CELLS = ("lstm", "gru")
@@ -149,12 +150,6 @@ class SetSide(NamedTuple):
         return [
             self._replace(keys=k, values=v) for k, v in zip(self.keys.unbind(0), self.values.unbind(0), strict=True)
         ]
-
-
-def _check_positive(**sizes: int | None) -> None:
-    for name, value in sizes.items():
-        if value is not None and value <= 0:
-            raise ValueError(f"expected {name} > 0, got {name}={value}")
 
 
 def _grouped(*shape: int, factory: dict) -> nn.Parameter:
@@ -243,7 +238,7 @@ class RIMCell(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        _check_positive(
+        check_sizes(
             input_size=input_size,
             hidden_size=hidden_size,
             num_units=num_units,
@@ -254,16 +249,10 @@ class RIMCell(nn.Module):
             comm_key_size=comm_key_size,
             comm_value_size=comm_value_size,
         )
-        if hidden_size % num_units:
-            raise ValueError(
-                f"expected hidden_size divisible by num_units, got hidden_size={hidden_size}, num_units={num_units}"
-            )
-        if not 1 <= k <= num_units:
-            raise ValueError(f"expected 1 <= k <= num_units={num_units}, got k={k}")
+        check_units("hidden_size", hidden_size, num_units, k)
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(map(repr, CELLS))}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"expected dropout in [0, 1), got dropout={dropout}")
+        check_dropout(dropout)
         _check_choice("communication", communication, COMMUNICATIONS)
         _check_choice("init", init, INITS)
         _check_choice("attention_bias", attention_bias, (True, False))
@@ -633,7 +622,9 @@ class RIM(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        _check_positive(num_layers=num_layers)
+        check_sizes(num_layers=num_layers)
+        if not isinstance(batch_first, bool):
+            raise ValueError(f"expected batch_first true or false, got batch_first={batch_first!r}")
         cell_kwargs: dict[str, Any] = dict(
             cell=cell,
             dropout=dropout,
@@ -694,11 +685,17 @@ class RIM(nn.Module):
         self, input: Tensor, hx: CellState | None = None, *, episode_starts: Tensor | None = None
     ) -> tuple[Tensor, CellState]:
         if input.dim() not in (2, 3, 4) or input.shape[-1] != self.input_size:
-            f = self.input_size
+            f, lead = self.input_size, "B, T" if self.batch_first else "T, B"
             raise ValueError(
-                f"expected input (T, B, {f}), (T, {f}) or a set (T, B, N, {f}) (batch_first: B before T), "
-                f"got {tuple(input.shape)}"
+                f"expected input ({lead}, {f}), (T, {f}) or a set ({lead}, N, {f}) as batch_first={self.batch_first} "
+                f"lays it out, got {tuple(input.shape)}"
             )
+        batched = input.dim() > 2
+        if hx is not None:
+            batch = input.shape[0 if self.batch_first else 1]
+            expected = (self.num_layers, batch, self.hidden_size) if batched else (self.num_layers, self.hidden_size)
+            for tensor in hx if isinstance(hx, tuple) else (hx,):
+                check_state_shape(tuple(tensor.shape), expected, batched)
         if input.dim() == 4:  # a set: its elements travel as features through the input forms' handling
             x = to_time_major(input.flatten(2), hx, episode_starts, self.batch_first)
             seq = x.input.unflatten(2, input.shape[2:])
@@ -707,12 +704,6 @@ class RIM(nn.Module):
             seq = x.input
         batch = seq.shape[1]
         state = cast(CellState, x.hx) if x.hx is not None else self.initial_state(batch, seq.device, seq.dtype)
-        expected = (self.num_layers, batch, self.hidden_size)
-        for tensor in state if isinstance(state, tuple) else (state,):
-            if tensor.shape != expected:
-                raise ValueError(
-                    f"expected hx tensors of shape {expected} (time-major batch), got {tuple(tensor.shape)}"
-                )
         finals, actives = [], []
         for layer, cell in enumerate(self._layers):
             if layer:

@@ -19,6 +19,8 @@ from typing import NamedTuple, TypeVar, cast
 import torch
 from torch import Tensor
 
+from rims_rl.checks import check_starts_shape
+
 State = Tensor | tuple["State", ...]
 """A recurrent state: a tensor, or a (nested) tuple of tensors, each of shape ``(L, B, *)``."""
 S = TypeVar("S", bound=State)
@@ -77,6 +79,8 @@ def to_time_major(input: Tensor, hx: State | None, episode_starts: Tensor | None
     if input.dim() not in (2, 3):
         raise ValueError(f"expected input of 2 (unbatched) or 3 dimensions, got shape {tuple(input.shape)}")
     batched = input.dim() == 3
+    if episode_starts is not None:
+        check_starts_shape(tuple(episode_starts.shape), tuple(input.shape), batch_first)
     if not batched:
         input = input.unsqueeze(1)
         if hx is not None:
@@ -88,11 +92,6 @@ def to_time_major(input: Tensor, hx: State | None, episode_starts: Tensor | None
         if episode_starts is not None:
             episode_starts = episode_starts.transpose(0, 1)
     if episode_starts is not None:
-        if episode_starts.shape != input.shape[:2]:
-            raise ValueError(
-                f"expected episode_starts of shape {tuple(input.shape[:2])} (time-major (T, B)), "
-                f"got {tuple(episode_starts.shape)}"
-            )
         episode_starts = episode_starts.to(device=input.device, dtype=torch.bool)
         if not bool(episode_starts.any()):
             episode_starts = None

@@ -209,6 +209,8 @@ def test_dropout_needs_deterministic_and_acts_only_when_false() -> None:
     [
         (dict(hidden_size=13), r"features divisible by num_units.*features=13, num_units=4"),
         (dict(k=5), r"1 <= k <= num_units=4, got k=5"),
+        (dict(k=2.5), r"expected an int k with 1 <= k <= num_units=4, got k=2.5"),
+        (dict(num_units=2.0), r"expected an int num_units > 0, got num_units=2.0"),
         (dict(cell="rnn"), r"unknown cell 'rnn'; expected one of 'lstm', 'gru'"),
         (dict(num_layers=0), r"num_layers > 0, got num_layers=0"),
         (dict(dropout=1.0), r"dropout in \[0, 1\), got dropout=1.0"),
@@ -226,11 +228,15 @@ def test_bad_state_and_starts_shapes_raise() -> None:
         apply(module, variables, x, (jnp.zeros((1, 3, H)), jnp.zeros((1, 3, H))))
     with pytest.raises(ValueError, match=r"expected episode_starts of shape \(4, 3\).*got \(3, 4\)"):
         apply(module, variables, x, starts=jnp.zeros((3, 4), bool))
+    batch_first, variables = from_torch(torch_rim(batch_first=True))
+    with pytest.raises(ValueError, match=r"expected episode_starts of shape \(3, 4\), \(B, T\) .*got \(4, 3\)"):
+        apply(batch_first, variables, jnp.zeros((3, 4, F_IN)), starts=jnp.zeros((4, 3), bool))
 
 
 def test_import_graph_is_clean() -> None:
     """``import rims_rl`` loads no jax; ``rims_rl.jax`` loads no torch (run with torch made unimportable), and its
-    modules import no torch at module level."""
+    modules import no torch at module level, and of ``rims_rl`` only ``rims_rl.jax`` and the checks both RIMs share
+    (``rims_rl.checks``, which imports nothing beyond the standard library)."""
     check = "import sys, rims_rl; assert not {'jax', 'flax'} & set(sys.modules), sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", check], check=True)
     no_torch = "import sys; sys.modules['torch'] = None; import rims_rl.jax; rims_rl.jax.RIMCell(8, num_units=2, k=1)"
@@ -240,11 +246,15 @@ def test_import_graph_is_clean() -> None:
 
     import rims_rl.jax
 
-    for path in Path(rims_rl.jax.__file__).parent.glob("*.py"):
+    package = Path(rims_rl.jax.__file__).parent
+    for path in [*package.glob("*.py"), package.parent / "checks.py"]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:  # module level only: the converters import torch inside their functions
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             for name in names:
                 top = name.split(".")[0]
-                assert top != "torch" and (top != "rims_rl" or name.startswith("rims_rl.jax")), (path.name, name)
+                if path.name == "checks.py":
+                    assert top in sys.stdlib_module_names or top == "__future__", (path.name, name)
+                shared = name.startswith("rims_rl.jax") or name == "rims_rl.checks"
+                assert top != "torch" and (top != "rims_rl" or shared), (path.name, name)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from reference import unit_recurrence
 from torch import nn
 
-from rims_rl import RIM, RIMCell, map_state
+from rims_rl import RIM, RIMCell, make_core, map_state
 
 F_IN, H, U, K = 5, 12, 4, 2
 SMALL = dict(input_key_size=8, comm_key_size=4, comm_heads=2)
@@ -218,12 +218,36 @@ def test_dropout_only_in_train() -> None:
         (dict(num_layers=0), r"num_layers > 0, got num_layers=0"),
         (dict(dropout=1.0), r"dropout in \[0, 1\), got dropout=1.0"),
         (dict(dropout=-0.1), r"dropout in \[0, 1\), got dropout=-0.1"),
+        (dict(k=2.5), r"expected an int k with 1 <= k <= num_units=4, got k=2.5"),
+        (dict(k=True), r"expected an int k with 1 <= k <= num_units=4, got k=True"),
+        (dict(num_units=2.0), r"expected an int num_units > 0, got num_units=2.0"),
+        (dict(comm_heads=0.5), r"expected an int comm_heads > 0, got comm_heads=0.5"),
+        (dict(num_layers=1.5), r"expected an int num_layers > 0, got num_layers=1.5"),
+        (dict(dropout="0.1"), r"dropout in \[0, 1\), got dropout='0.1'"),
+        (dict(batch_first=3), r"expected batch_first true or false, got batch_first=3"),
     ],
 )
 def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
     args = {"input_size": F_IN, "hidden_size": H, "num_units": U, "k": K, **kwargs}
     with pytest.raises(ValueError, match=match):
         RIM(**args)
+
+
+@pytest.mark.parametrize("core", ["rim", "lstm", "gru"])
+def test_shape_errors_show_the_callers_layout(core: str) -> None:
+    """A batch_first core given ``episode_starts`` time-major names the (B, T) it expected and the (T, B) it got, as
+    the caller laid them out (not transposed); an unbatched input's ``hx`` is checked as ``(L, H)``."""
+    kwargs = {"num_units": U, "k": K} if core == "rim" else {}
+    module = make_core(core, F_IN, hidden_size=H, batch_first=True, **kwargs)
+    x = torch.randn(5, 9, F_IN)  # (B, T, F)
+    with pytest.raises(ValueError, match=r"^expected episode_starts of shape \(5, 9\), \(B, T\) .*, got \(9, 5\)$"):
+        module(x, episode_starts=torch.zeros(9, 5, dtype=torch.bool))
+    if core == "rim":
+        state = (torch.zeros(1, 1, H), torch.zeros(1, 1, H))
+        with pytest.raises(
+            ValueError, match=r"^expected hx tensors of shape \(1, 12\), \(L, H\) .*, got \(1, 1, 12\)$"
+        ):
+            module(torch.randn(9, F_IN), state)
 
 
 def test_bad_state_shape_raises() -> None:

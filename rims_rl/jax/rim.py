@@ -51,6 +51,8 @@ from flax import linen as nn
 from jax import Array
 from jax.ad_checkpoint import checkpoint_name
 
+from rims_rl.checks import check_dropout, check_sizes, check_starts_shape, check_state_shape, check_units
+
 CELLS = ("lstm", "gru")
 _GATES = {"lstm": 4, "gru": 3}
 _POSITIVE = (
@@ -235,18 +237,11 @@ class RIMCell(nn.RNNCellBase):
     carry_init: Callable[..., Array] = nn.initializers.zeros_init()
 
     def __post_init__(self) -> None:
-        for name in _POSITIVE:
-            _check_positive(name, getattr(self, name))
-        if self.features % self.num_units:
-            raise ValueError(
-                f"expected features divisible by num_units, got features={self.features}, num_units={self.num_units}"
-            )
-        if not 1 <= self.k <= self.num_units:
-            raise ValueError(f"expected 1 <= k <= num_units={self.num_units}, got k={self.k}")
+        check_sizes(**{name: getattr(self, name) for name in _POSITIVE})
+        check_units("features", self.features, self.num_units, self.k)
         if self.cell not in CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; expected one of {', '.join(map(repr, CELLS))}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"expected dropout in [0, 1), got dropout={self.dropout}")
+        check_dropout(self.dropout)
         super().__post_init__()
 
     @property
@@ -428,11 +423,6 @@ class RIMCell(nn.RNNCellBase):
         return (self.carry_init(c_key, shape, self.param_dtype), h) if self.cell == "lstm" else h
 
 
-def _check_positive(name: str, value: int | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"expected {name} > 0, got {name}={value}")
-
-
 def _dropout_on(rate: float, attribute: bool | None, argument: bool | None) -> bool:
     """Whether dropout acts; ``deterministic`` must be set once, as attribute or argument, when ``rate > 0``."""
     return bool(rate) and not nn.merge_param("deterministic", attribute, argument)
@@ -465,6 +455,8 @@ def to_time_major(input: Array, hx: State | None, episode_starts: Array | None, 
     if input.ndim not in (2, 3):
         raise ValueError(f"expected input of 2 (unbatched) or 3 dimensions, got shape {tuple(input.shape)}")
     batched = input.ndim == 3
+    if episode_starts is not None:
+        check_starts_shape(tuple(episode_starts.shape), tuple(input.shape), batch_first)
     if not batched:
         input = input[:, None]
         hx = None if hx is None else jax.tree.map(lambda t: t[:, None], hx)
@@ -473,11 +465,6 @@ def to_time_major(input: Array, hx: State | None, episode_starts: Array | None, 
         input = jnp.swapaxes(input, 0, 1)
         episode_starts = None if episode_starts is None else jnp.swapaxes(episode_starts, 0, 1)
     if episode_starts is not None:
-        if episode_starts.shape != input.shape[:2]:
-            raise ValueError(
-                f"expected episode_starts of shape {tuple(input.shape[:2])} (time-major (T, B)), "
-                f"got {tuple(episode_starts.shape)}"
-            )
         episode_starts = episode_starts.astype(bool)
     return TimeMajor(input, hx, episode_starts, batched)
 
@@ -549,7 +536,7 @@ class RIM(nn.Module):
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
-        _check_positive("num_layers", self.num_layers)
+        check_sizes(num_layers=self.num_layers)
         self._cell(parent=None)  # validates the other arguments
         super().__post_init__()
 
@@ -589,12 +576,12 @@ class RIM(nn.Module):
         use_dropout = _dropout_on(self.dropout, self.deterministic, deterministic)
         x = to_time_major(input, hx, episode_starts, self.batch_first)
         seq, batch = x.input, x.input.shape[1]
+        if hx is not None:
+            expected = (self.num_layers, batch, self.hidden_size) if x.batched else (self.num_layers, self.hidden_size)
+            for t in hx if isinstance(hx, tuple) else (hx,):  # the caller's (h, c) or h, each (L, B, H) or (L, H)
+                check_state_shape(tuple(t.shape), expected, x.batched)
         state = x.hx if x.hx is not None else self.initial_state(batch, seq.dtype)
         layer_states = state if isinstance(state, tuple) else (state,)  # (h, c) or (h,), each (L, B, H)
-        expected = (self.num_layers, batch, self.hidden_size)
-        for t in layer_states:
-            if t.shape != expected:
-                raise ValueError(f"expected hx tensors of shape {expected} (time-major batch), got {tuple(t.shape)}")
         starts = x.episode_starts
         finals, actives = [], []
         for layer in range(self.num_layers):
