@@ -20,11 +20,14 @@ from typing import Any, NoReturn, cast
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from experiments.schema import OPEN_SECTIONS, TrainSchema, schema_fields
+from experiments.schema import MAX_FRAMES, MAX_SEED, OPEN_SECTIONS, TrainSchema, schema_fields
 from rims_rl.rim import AUTHORS, PAPER
 
 #: The repository's top-level ``configs/`` directory (the Hydra apps' ``config_path``).
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+#: The frame counts of a train config, each times ``budget.frames_scale``.
+FRAME_KEYS = ("total_frames", "eval.every_frames", "checkpoint.every_frames")
 
 #: Config groups whose options are files ``configs/<group>/<option>.yaml``.
 GROUPS = ("env", "model", "agent", "logger", "budget", "experiment")
@@ -219,7 +222,19 @@ def build_spec(cfg: DictConfig) -> RunSpec:
             f"seeds_per_job={seeds_per_job} is invalid with backend={backend}; expected 1 (several seeds in one job "
             f"need backend=jax)"
         )
+    if int(cfg.seed) + seeds_per_job - 1 > MAX_SEED:
+        raise ConfigError(
+            f"seed={cfg.seed} with seeds_per_job={seeds_per_job} is invalid; expected seed + seeds_per_job - 1 <= "
+            f"{MAX_SEED} (numpy's seeds are 32-bit)"
+        )
     scale = float(OmegaConf.select(cfg, "budget.frames_scale", default=1.0))  # 1: saved before budgets existed
+    frames = {key: scaled_frames(int(OmegaConf.select(cfg, key)), scale) for key in FRAME_KEYS}
+    for key, value in frames.items():
+        if value > MAX_FRAMES:
+            raise ConfigError(
+                f"{key}={OmegaConf.select(cfg, key)!r} times budget.frames_scale={scale:g} is {value:.3g} frames; "
+                f"expected at most {MAX_FRAMES:.0e} (experiments.schema.MAX_FRAMES)"
+            )
     try:
         check_wandb_login(cfg.logger.wandb.mode)
     except ValueError as err:
@@ -253,13 +268,13 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         features=features,
         label=label,
         algo=cfg.agent.algo,
-        total_frames=scaled_frames(int(cfg.total_frames), scale),
-        eval_every=scaled_frames(int(cfg.eval.every_frames), scale),
+        total_frames=frames["total_frames"],
+        eval_every=frames["eval.every_frames"],
         eval_episodes=eval_episodes,
         eval_n_envs=min(int(cfg.eval.n_envs), eval_episodes),
         final_episodes=final_episodes,
         final_n_envs=min(int(OmegaConf.select(cfg, "eval.final_n_envs", default=cfg.eval.n_envs)), final_episodes),
-        checkpoint_every=scaled_frames(int(cfg.checkpoint.every_frames), scale),
+        checkpoint_every=frames["checkpoint.every_frames"],
     )
 
 

@@ -3,7 +3,9 @@ must pass. Registered in Hydra's ConfigStore (``train_schema``, ``eval_schema``)
 and ``configs/eval.yaml``; :mod:`experiments.config` checks a composed config and the command line against it.
 
 A field's check lives in its metadata (:func:`rule`); a check returns ``None`` for a good value and otherwise
-what is expected, which the error message shows beside the key and the value. The ``model`` and ``agent`` sections
+what is expected, which the error message shows beside the key and the value. Counts are whole numbers up to
+:data:`MAX_COUNT`, frame counts up to :data:`MAX_FRAMES`, seeds up to :data:`MAX_SEED`, and every real number is
+finite. The ``model`` and ``agent`` sections
 are open beyond their fields: their other keys are constructor arguments of the core and of the algorithm.
 """
 
@@ -40,33 +42,49 @@ def group(schema: type) -> dict[str, type]:
     return {"schema": schema}
 
 
-def whole(minimum: int) -> Check:
-    """:return: a check for a whole number >= ``minimum`` (a whole float such as ``3e5`` passes; bools do not)
+#: The most frames a run may have (``total_frames``, ``eval.every_frames``, ``checkpoint.every_frames``, after
+#: ``budget.frames_scale``): 10^12 frames take 11 days at a million frames/s, beyond any budget of the RIM papers
+#: (Atari: 5 x 10^7) by four orders; a larger count is a typo (``1e99``), refused before anything is built.
+MAX_FRAMES = 10**12
 
-    >>> whole(1)(3e5), whole(1)(0), whole(0)(True)
-    (None, 'a whole number >= 1', 'a whole number >= 0')
+#: The most of any other count (envs, episodes, threads, seeds per job, rollout steps, epochs, batch and
+#: sequence lengths): a million of any of them is beyond one machine's memory or patience.
+MAX_COUNT = 10**6
+
+#: The largest seed: numpy's seeds are 32-bit (``seed + seeds_per_job - 1`` too).
+MAX_SEED = 2**32 - 1
+
+
+def whole(minimum: int, maximum: int = MAX_COUNT) -> Check:
+    """:return: a check for a whole number in ``[minimum, maximum]`` (a whole float such as ``3e5`` passes; bools do
+        not)
+
+    >>> whole(1)(3e5), whole(1)(0), whole(0)(True), whole(1, 10)(11)
+    (None, 'a whole number in [1, 1000000]', 'a whole number in [0, 1000000]', 'a whole number in [1, 10]')
     """
 
     def check(value: Any) -> str | None:
-        ok = _is_number(value) and math.isfinite(value) and value == int(value) and value >= minimum
-        return None if ok else f"a whole number >= {minimum}"
+        ok = _is_number(value) and math.isfinite(value) and value == int(value) and minimum <= value <= maximum
+        return None if ok else f"a whole number in [{minimum}, {maximum}]"
 
     return check
 
 
 def number(low: float, high: float = math.inf, *, low_open: bool = False) -> Check:
-    """:return: a check for a number in ``[low, high]`` (``(low, high]`` with ``low_open``)
+    """:return: a check for a finite number in ``[low, high]`` (``(low, high]`` with ``low_open``)
 
-    >>> number(0, 1)(1.5), number(0, low_open=True)(0.1)
-    ('a number in [0, 1]', None)
+    >>> number(0, 1)(1.5), number(0, low_open=True)(0.1), number(0)(float("inf"))
+    ('a number in [0, 1]', None, 'a finite number >= 0')
     """
 
     def check(value: Any) -> str | None:
-        ok = _is_number(value) and (value > low if low_open else value >= low) and value <= high
+        ok = (
+            _is_number(value) and math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
+        )
         if ok:
             return None
         if high == math.inf:
-            return f"a number {'>' if low_open else '>='} {low:g}"
+            return f"a finite number {'>' if low_open else '>='} {low:g}"
         return f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
 
     return check
@@ -163,7 +181,7 @@ _BOOL = of_type(bool, "true or false")
 class EvalSection:
     """Evaluation during training."""
 
-    every_frames: Any = field(default=MISSING, metadata=rule(whole(1)))
+    every_frames: Any = field(default=MISSING, metadata=rule(whole(1, MAX_FRAMES)))
     """Frames between evaluations (and at the end of training the final evaluation, ``final_episodes``); times
     ``budget.frames_scale``."""
     episodes: Any = field(default=MISSING, metadata=rule(whole(1)))
@@ -182,7 +200,7 @@ class EvalSection:
 class CheckpointSection:
     """Checkpoints (``<run dir>/checkpoints/frames_<F>/``)."""
 
-    every_frames: Any = field(default=MISSING, metadata=rule(whole(1)))
+    every_frames: Any = field(default=MISSING, metadata=rule(whole(1, MAX_FRAMES)))
     """Frames between checkpoints (also saved at the end of training); times ``budget.frames_scale``."""
 
 
@@ -215,7 +233,8 @@ class BudgetSection:
     """A training budget."""
 
     frames_scale: Any = field(default=MISSING, metadata=rule(number(0, low_open=True)))
-    """Factor on ``total_frames``, ``eval.every_frames`` and ``checkpoint.every_frames`` (rounded, at least 1)."""
+    """Factor on ``total_frames``, ``eval.every_frames`` and ``checkpoint.every_frames`` (rounded, at least 1; the
+    scaled counts must stay within :data:`MAX_FRAMES`)."""
 
 
 @dataclass
@@ -325,7 +344,7 @@ class TrainSchema:
     """W&B settings."""
     budget: BudgetSection = field(default_factory=BudgetSection)
     """The frame budget (``configs/budget/``)."""
-    seed: Any = field(default=MISSING, metadata=rule(whole(0)))
+    seed: Any = field(default=MISSING, metadata=rule(whole(0, MAX_SEED)))
     """Seeds python, numpy, torch, the training envs and (derived) the evaluation envs."""
     backend: str = field(default="torch", metadata=rule(one_of(_backends)))
     """``torch`` (SB3 agents on MiniGrid) or ``jax`` (navix envs, policy and update as one jitted JAX program;
@@ -333,8 +352,9 @@ class TrainSchema:
     seeds_per_job: Any = field(default=1, metadata=rule(whole(1)))
     """Seeds ``seed`` .. ``seed + seeds_per_job - 1`` trained together in one vmapped program (``backend=jax``
     only), each in its own run directory ``<run dir>/seed_<s>/``."""
-    total_frames: Any = field(default=MISSING, metadata=rule(whole(1)))
-    """Environment steps over all training envs (``3e5`` is accepted); times ``budget.frames_scale``."""
+    total_frames: Any = field(default=MISSING, metadata=rule(whole(1, MAX_FRAMES)))
+    """Environment steps over all training envs (``3e5`` is accepted); times ``budget.frames_scale``; at most
+    :data:`MAX_FRAMES` (10^12) before and after the scale."""
     n_envs: Any = field(default=MISSING, metadata=rule(whole(1)))
     """Training envs in one VecEnv."""
     vec_env: str = field(default=MISSING, metadata=rule(one_of(_vec_envs)))
@@ -363,7 +383,7 @@ class EvalSchema:
     """Episodes per env id, with sampled and with greedy actions."""
     n_envs: Any = field(default=MISSING, metadata=rule(whole(1)))
     """Envs per evaluated env id (at most ``episodes`` are used)."""
-    seed: Any = field(default=MISSING, metadata=rule(whole(0)))
+    seed: Any = field(default=MISSING, metadata=rule(whole(0, MAX_SEED)))
     """Seeds the evaluation envs and the sampled actions."""
     device: str = field(default=MISSING, metadata=rule(device))
     """The torch device."""

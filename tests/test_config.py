@@ -111,8 +111,8 @@ class NoSurface(nn.Module):
             ["features_extractor_kwargs.output='vector'", "'set' (model.features chooses it)"],
         ),
         (["+agent.policy_train_mode=1"], ["agent.policy_train_mode=1", "true or false"]),
-        (["eval.final_episodes=0"], ["eval.final_episodes=0", "a whole number >= 1"]),
-        (["eval.final_n_envs=2.5"], ["eval.final_n_envs=2.5", "a whole number >= 1"]),
+        (["eval.final_episodes=0"], ["eval.final_episodes=0", "a whole number in [1, 1000000]"]),
+        (["eval.final_n_envs=2.5"], ["eval.final_n_envs=2.5", "a whole number in [1, 1000000]"]),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path: Path, args: list[str], expected: list[str], train: Run) -> None:
