@@ -201,8 +201,10 @@ class RecurrentPPO(OnPolicyAlgorithm):
         _init_setup_model: bool = True,
     ) -> None:
         for name, value in (("n_steps", n_steps), ("n_epochs", n_epochs), ("sequence_length", sequence_length)):
-            if value < 1:
-                raise ValueError(f"expected {name} >= 1, got {value}")
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"expected an int {name} >= 1, got {name}={value!r}")
+        if batch_size is not None and not (isinstance(batch_size, int) and not isinstance(batch_size, bool)):
+            raise ValueError(f"expected an int batch_size or None, got batch_size={batch_size!r}")
         if n_steps % sequence_length != 0:
             raise ValueError(
                 f"expected n_steps to be a multiple of sequence_length={sequence_length}, got n_steps={n_steps}"

@@ -12,6 +12,8 @@ import difflib
 import inspect
 import itertools
 import sys
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
@@ -20,7 +22,8 @@ from typing import Any, NoReturn, cast
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from experiments.schema import MAX_FRAMES, MAX_SEED, OPEN_SECTIONS, TrainSchema, schema_fields
+from experiments.limits import MAX_FRAMES, MAX_SEED
+from experiments.schema import OPEN_SECTIONS, TrainSchema, schema_fields
 from rims_rl.rim import AUTHORS, PAPER
 
 #: The repository's top-level ``configs/`` directory (the Hydra apps' ``config_path``).
@@ -64,18 +67,43 @@ def group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
     return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
 
 
-def check_group_overrides(args: Iterable[str], groups: Iterable[str] = GROUPS, config_dir: Path = CONFIG_DIR) -> None:
-    """Check command-line choices of the config groups (``model=rim``, sweeps ``model=lstm,rim`` included)
-    before Hydra composes anything, so an unknown option gets one clear line instead of Hydra's listing.
+def hydra_group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
+    """The options of a group of Hydra's own config (``hydra/launcher``, ``hydra/sweeper``, ``hydra/job_logging``,
+    ...), as Hydra finds them on its config search path: its own and its plugins' configs and ours under
+    ``configs/hydra/``.
 
-    Arguments that are not group overrides (flags, ``seed=1``, ``hydra/launcher=...``) are left to Hydra.
+    :param group: ``"hydra"`` for the groups, or ``"hydra/<group>"`` for a group's options
+    :param config_dir: the configs directory
+    :return: the names, sorted; empty for a group that does not exist
+
+    >>> {"basic", "local", "parallel", "slurm"} <= set(hydra_group_options("hydra/launcher"))
+    True
+    >>> "sweeper" in hydra_group_options("hydra"), hydra_group_options("hydra/nope")
+    (True, [])
+    """
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+
+    kind = ObjectType.GROUP if group == "hydra" else ObjectType.CONFIG
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group, results_filter=kind))
+
+
+def check_group_overrides(args: Iterable[str], groups: Iterable[str] = GROUPS, config_dir: Path = CONFIG_DIR) -> None:
+    """Check command-line choices of the config groups (``model=rim``, sweeps ``model=lstm,rim`` included) and of
+    Hydra's own groups (``hydra/launcher=parallel``, :func:`hydra_group_options`) before Hydra composes anything,
+    so an unknown group or option gets one line with the choices instead of Hydra's listing.
+
+    Arguments that are not group overrides (flags, ``seed=1``, ``hydra.run.dir=...``) are left alone here.
 
     :param args: the command-line arguments (``sys.argv[1:]``)
     :param groups: the config groups to check
     :param config_dir: the configs directory
-    :raises ConfigError: for an option with no ``configs/<group>/<option>.yaml``
+    :raises ConfigError: for an option with no ``configs/<group>/<option>.yaml`` (or no Hydra config), or a Hydra
+        group that does not exist
 
-    >>> check_group_overrides(["-m", "model=lstm,rim", "seed=0,1"])
+    >>> check_group_overrides(["-m", "model=lstm,rim", "seed=0,1", "hydra/launcher=parallel"])
     >>> check_group_overrides(["agent=dqn"])
     Traceback (most recent call last):
     ...
@@ -93,13 +121,17 @@ def check_group_overrides(args: Iterable[str], groups: Iterable[str] = GROUPS, c
         except Exception:  # anything Hydra cannot parse is Hydra's to report
             continue
         group = override.key_or_group
-        if group not in groups or override.package is not None or override.is_delete():
+        hydras = group.startswith("hydra/")
+        if (group not in groups and not hydras) or override.package is not None or override.is_delete():
             continue
         if override.is_sweep_override():
             values = list(override.sweep_string_iterator())
         else:
             values = [override.get_value_element_as_str()]
-        choices = group_options(group, config_dir)
+        choices = hydra_group_options(group, config_dir) if hydras else group_options(group, config_dir)
+        if hydras and not choices:
+            known = ", ".join(f"hydra/{name}" for name in hydra_group_options("hydra", config_dir))
+            raise ConfigError(f"unknown Hydra config group {group} ({arg}); choices: {known}")
         for value in values:
             if value not in choices and not (group == "experiment" and value == "null"):
                 raise ConfigError(f"unknown {_group_noun(group)} {value!r}; choices: {', '.join(choices)}")
@@ -233,7 +265,7 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         if value > MAX_FRAMES:
             raise ConfigError(
                 f"{key}={OmegaConf.select(cfg, key)!r} times budget.frames_scale={scale:g} is {value:.3g} frames; "
-                f"expected at most {MAX_FRAMES:.0e} (experiments.schema.MAX_FRAMES)"
+                f"expected at most {MAX_FRAMES:.0e} (experiments.limits.MAX_FRAMES)"
             )
     try:
         check_wandb_login(cfg.logger.wandb.mode)
@@ -257,6 +289,8 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         make_core(core, 8, **model)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model {label}: {err}") from None
+    if backend == "torch":  # backend=jax checks its algorithm's arguments in experiments.train_jax.check_jax
+        check_algorithm(cfg.agent)
 
     eval_episodes = int(cfg.eval.episodes)  # counts are whole numbers here (checked); 3e5 arrives as a float
     # A run saved before the final evaluation had its own count finishes as it was configured.
@@ -276,6 +310,25 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         final_n_envs=min(int(OmegaConf.select(cfg, "eval.final_n_envs", default=cfg.eval.n_envs)), final_episodes),
         checkpoint_every=frames["checkpoint.every_frames"],
     )
+
+
+def check_algorithm(agent: DictConfig) -> None:
+    """Check the ``agent`` section's arguments by constructing the algorithm without an env (nothing is built: no
+    policy, no buffer), so its own checks (``n_steps`` a multiple of ``sequence_length``, ...) run before any env.
+
+    :param agent: the composed ``agent`` section
+    :raises ConfigError: with the algorithm's message, in one line
+    """
+    from agents import ALGORITHMS, RecurrentActorCriticPolicy
+
+    kwargs = to_dict(agent)
+    algo = kwargs.pop("algo")
+    kwargs.pop("policy_kwargs", None)  # read when the policy is built, with the env's spaces
+    no_env: Any = None  # only the arguments are checked (SB3's load() constructs without an env too)
+    try:
+        ALGORITHMS[algo](RecurrentActorCriticPolicy, no_env, _init_setup_model=False, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"agent {algo}: {err}") from None
 
 
 # --- the composed config against the schema -----------------------------------------------------------------------
@@ -322,22 +375,94 @@ def check_config(cfg: DictConfig, schema: type, prefix: str = "") -> None:
 def _check_constructor_keys(cfg: DictConfig) -> None:
     """The open keys of ``model`` and ``agent`` must be constructor arguments of the core and the algorithm."""
     from agents import ALGORITHMS
-    from rims_rl import resolve_core
+    from rims_rl.cores import check_constructor, resolve_core
 
-    try:
+    try:  # an object that is no core is named as such before its keys are judged as its arguments
         core = resolve_core(cfg.model.core)
+        check_constructor(core, cfg.model.core, split_model(to_dict(cfg.model))[2])
     except ValueError as err:
         raise ConfigError(f"model.core: {err}") from None
     sections: list[tuple[str, Callable[..., Any], Iterable[str]]] = [("model", core, ("core", "features"))]
     sections.append(("agent", ALGORITHMS[cfg.agent.algo], ("algo", "policy_kwargs")))
     for name, constructor, own in sections:
         allowed = constructor_arguments(constructor)
-        if allowed is None:
-            continue
+        hints = constructor_hints(constructor)
         for key in cfg[name]:
-            if key not in own and key not in allowed:
+            if key in own:
+                continue
+            value = to_dict(cfg[name])[key]
+            if allowed is not None and key not in allowed:
                 choices = [f"{name}.{arg}" for arg in (*own, *sorted(allowed))]
-                raise ConfigError(unknown_key(f"{name}.{key}", cfg[name].get(key), choices))
+                raise ConfigError(unknown_key(f"{name}.{key}", value, choices))
+            expected = expected_by_hint(hints[key], value) if key in hints else None
+            if expected is not None:
+                raise ConfigError(f"{name}.{key}={value!r} is invalid; expected {expected}")
+
+
+#: The types a config value can have, as a constructor's annotation names them -> how a message says it.
+PLAIN_TYPES: dict[type, str] = {
+    bool: "true or false",
+    int: "an int",
+    float: "a number",
+    str: "a string",
+    type(None): "null",
+    list: "a list",
+    dict: "a mapping",
+}
+
+
+def constructor_hints(constructor: Callable[..., Any]) -> dict[str, Any]:
+    """The type annotations of a class's ``__init__`` (and its bases', for what it passes on with ``**kwargs``) or
+    of a callable; empty where they cannot be resolved.
+
+    >>> from rims_rl import RIM
+    >>> constructor_hints(RIM)["k"]
+    <class 'int'>
+    """
+    hints: dict[str, Any] = {}
+    items = (
+        [vars(c).get("__init__") for c in inspect.getmro(constructor)]
+        if inspect.isclass(constructor)
+        else [constructor]
+    )
+    for item in filter(None, items):
+        try:
+            found = typing.get_type_hints(item)
+        except Exception:  # an annotation that does not resolve (or a builtin's): nothing to check by
+            continue
+        hints = {**found, **hints}  # the most derived class's annotation wins
+    return hints
+
+
+def expected_by_hint(hint: Any, value: Any) -> str | None:
+    """Check a config value against a constructor argument's annotation.
+
+    Only annotations made of what a config can write (:data:`PLAIN_TYPES`, ``Literal``) are judged; any other
+    member (a callable, a class, a tensor type) leaves the value to the constructor.
+
+    :return: ``None`` for a value that fits, else what is expected
+
+    >>> from typing import Literal
+    >>> expected_by_hint(int | None, 2.5), expected_by_hint(float, 3), expected_by_hint(Literal["a", "b"], "c")
+    ('an int or null', None, "one of 'a', 'b'")
+    """
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    expected = []
+    for member in typing.get_args(hint) if union else (hint,):
+        origin = typing.get_origin(member) or member
+        if origin is typing.Literal:
+            choices = typing.get_args(member)
+            if any(value == choice and type(value) is type(choice) for choice in choices):
+                return None
+            expected.append(f"one of {', '.join(map(repr, choices))}")
+        elif origin in PLAIN_TYPES:
+            fits = isinstance(value, origin) and (origin in (bool, float) or not isinstance(value, bool))
+            if fits or (origin is float and isinstance(value, int) and not isinstance(value, bool)):
+                return None
+            expected.append(PLAIN_TYPES[origin])
+        else:
+            return None
+    return " or ".join(expected) or None
 
 
 def constructor_arguments(constructor: Callable[..., Any]) -> set[str] | None:
@@ -395,7 +520,8 @@ def check_command_line(
     ``key=value`` against the config each combination of group choices composes to (unknown keys, ``+key`` for a
     key that exists, and every value of a sweep against the schema).
 
-    Hydra's own keys (``hydra.*``, ``hydra/launcher=...``) and whatever Hydra cannot parse are left to Hydra.
+    Hydra's own groups (``hydra/launcher=...``) are checked against its search path, its own keys (``hydra.*``)
+    against its composed config; whatever Hydra cannot parse is left to Hydra.
 
     :param args: the command-line arguments (``sys.argv[1:]``)
     :param config_name: the primary config, ``"train"`` or ``"eval"``
@@ -409,7 +535,7 @@ def check_command_line(
     groups = tuple(groups)
     check_group_overrides(args, groups, config_dir)
     parser = OverridesParser.create()
-    choices, plain = [], []
+    choices, plain, hydra_keys = [], [], []
     for arg in args:
         if arg.startswith("-") or ("=" not in arg and not arg.startswith("~")):
             continue
@@ -418,20 +544,25 @@ def check_command_line(
         except Exception:  # anything Hydra cannot parse is Hydra's to report
             continue
         key = override.key_or_group
-        if key == "hydra" or key.startswith(("hydra.", "hydra/")) or override.package is not None:
+        if override.package is not None or (override.is_delete() and key.startswith("hydra")):
             continue
-        if key in groups:
+        if key in groups or key.startswith("hydra/"):
             choices.append(override)
+        elif key == "hydra" or key.startswith("hydra."):
+            hydra_keys.append(override)
         else:
             plain.append(override)
-    if not plain:
+    if not plain and not hydra_keys:
         return
     options = [_values(override) for override in choices]
     for combination in itertools.product(*options):
         chosen = [f"{override.key_or_group}={value}" for override, value in zip(choices, combination, strict=True)]
-        base = _compose(config_name, chosen, config_dir)
-        for override in plain:
+        base = _compose(config_name, chosen, config_dir, with_hydra=bool(hydra_keys))  # Hydra's keys: its config
+        for override in plain + hydra_keys:
             _check_key(base, override)
+        if hydra_keys:  # their values, against the types of Hydra's config
+            _compose(config_name, chosen + [str(o.input_line) for o in hydra_keys], config_dir, with_hydra=True)
+        chosen = [choice for choice in chosen if not choice.startswith("hydra/")]
         fixed = [str(o.input_line) for o in plain if not o.is_sweep_override()]
         cfg = _compose(config_name, chosen + fixed, config_dir)
         check_config(cfg, schema)
@@ -468,12 +599,14 @@ def _check_key(cfg: DictConfig, override: Any) -> None:
         raise ConfigError(unknown_key(key, value, [f"{parent}.{k}" if parent else k for k in keys]))
 
 
-def _compose(config_name: str, overrides: list[str], config_dir: Path) -> DictConfig:
-    """Compose a config with Hydra's compose API, as the app would (Hydra's errors become :class:`ConfigError`)."""
+def _compose(config_name: str, overrides: list[str], config_dir: Path, with_hydra: bool = False) -> DictConfig:
+    """Compose a config with Hydra's compose API, as the app would (Hydra's errors become :class:`ConfigError`);
+    ``with_hydra`` keeps Hydra's own config under ``hydra``."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         try:
-            return compose(config_name, overrides=overrides)
-        except Exception as err:  # Hydra's composition errors span several lines
-            raise ConfigError(f"{' '.join(overrides)}: {err}") from None
+            return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
+        except Exception as err:  # Hydra's composition errors span several lines; their cause says why
+            cause = f" ({err.__cause__})" if err.__cause__ is not None else ""
+            raise ConfigError(f"{' '.join(overrides)}: {err}{cause}") from None

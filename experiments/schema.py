@@ -4,7 +4,8 @@ and ``configs/eval.yaml``; :mod:`experiments.config` checks a composed config an
 
 A field's check lives in its metadata (:func:`rule`); a check returns ``None`` for a good value and otherwise
 what is expected, which the error message shows beside the key and the value. Counts are whole numbers up to
-:data:`MAX_COUNT`, frame counts up to :data:`MAX_FRAMES`, seeds up to :data:`MAX_SEED`, and every real number is
+:data:`~experiments.limits.MAX_COUNT`, frame counts up to :data:`~experiments.limits.MAX_FRAMES` (10^12; why:
+there), seeds up to :data:`~experiments.limits.MAX_SEED`, and every real number is
 finite. The ``model`` and ``agent`` sections
 are open beyond their fields: their other keys are constructor arguments of the core and of the algorithm.
 """
@@ -19,6 +20,8 @@ from typing import Any
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from experiments.limits import MAX_COUNT, MAX_FRAMES, MAX_SEED
 
 #: A value check: ``None`` for a good value, else what is expected (``"a whole number >= 1"``).
 Check = Callable[[Any], "str | None"]
@@ -40,19 +43,6 @@ def group(schema: type) -> dict[str, type]:
     :param schema: the section's dataclass
     """
     return {"schema": schema}
-
-
-#: The most frames a run may have (``total_frames``, ``eval.every_frames``, ``checkpoint.every_frames``, after
-#: ``budget.frames_scale``): 10^12 frames take 11 days at a million frames/s, beyond any budget of the RIM papers
-#: (Atari: 5 x 10^7) by four orders; a larger count is a typo (``1e99``), refused before anything is built.
-MAX_FRAMES = 10**12
-
-#: The most of any other count (envs, episodes, threads, seeds per job, rollout steps, epochs, batch and
-#: sequence lengths): a million of any of them is beyond one machine's memory or patience.
-MAX_COUNT = 10**6
-
-#: The largest seed: numpy's seeds are 32-bit (``seed + seeds_per_job - 1`` too).
-MAX_SEED = 2**32 - 1
 
 
 def whole(minimum: int, maximum: int = MAX_COUNT) -> Check:
@@ -234,7 +224,7 @@ class BudgetSection:
 
     frames_scale: Any = field(default=MISSING, metadata=rule(number(0, low_open=True)))
     """Factor on ``total_frames``, ``eval.every_frames`` and ``checkpoint.every_frames`` (rounded, at least 1; the
-    scaled counts must stay within :data:`MAX_FRAMES`)."""
+    scaled counts must stay within :data:`~experiments.limits.MAX_FRAMES`)."""
 
 
 @dataclass
@@ -354,7 +344,7 @@ class TrainSchema:
     only), each in its own run directory ``<run dir>/seed_<s>/``."""
     total_frames: Any = field(default=MISSING, metadata=rule(whole(1, MAX_FRAMES)))
     """Environment steps over all training envs (``3e5`` is accepted); times ``budget.frames_scale``; at most
-    :data:`MAX_FRAMES` (10^12) before and after the scale."""
+    :data:`~experiments.limits.MAX_FRAMES` (10^12) before and after the scale."""
     n_envs: Any = field(default=MISSING, metadata=rule(whole(1)))
     """Training envs in one VecEnv."""
     vec_env: str = field(default=MISSING, metadata=rule(one_of(_vec_envs)))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, cast
 
 import torch
@@ -204,8 +204,59 @@ def resolve_core(name: str) -> Callable[..., nn.Module]:
     if constructor is None:
         raise ValueError(f"core {name!r}: module {module_name!r} has no attribute {attr!r}")
     if not callable(constructor):
-        raise ValueError(f"core {name!r}: expected a class or callable, got {type(constructor).__name__}")
+        raise ValueError(
+            f"core {name!r} is not a core: expected a core class or a callable (input_size, **kwargs) returning a "
+            f"core, got a {type(constructor).__name__}"
+        )
     return constructor
+
+
+def check_constructor(constructor: Callable[..., Any], name: str, kwargs: Mapping[str, Any]) -> None:
+    """Check, before building anything, that ``constructor`` can make a core: a class must be a
+    :class:`torch.nn.Module` with the core surface's methods (:data:`CORE_SURFACE`; ``hidden_size`` is set by
+    ``__init__``, so :func:`check_core` checks it on the built core), a function must take ``(input_size,
+    **kwargs)``.
+
+    :param constructor: what :func:`resolve_core` returned
+    :param name: the core's name or import path, for the message
+    :param kwargs: the constructor arguments it will get besides ``input_size``
+    :raises ValueError: saying it is not a core and what it lacks, in one line
+
+    >>> check_constructor(len, "builtins:len", {"hidden_size": 8})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: core 'builtins:len' is not a core: len(obj, /) cannot take (input_size, hidden_size=8); expected ...
+    >>> check_constructor(nn.Linear, "torch.nn:Linear", {"out_features": 8})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: core 'torch.nn:Linear' is not a core: class Linear lacks initial_state(batch_size, ...) -> ...
+    """
+    if inspect.isclass(constructor):
+        problems = [] if issubclass(constructor, nn.Module) else ["is not a torch.nn.Module"]
+        missing = [
+            description
+            for attr, description in CORE_SURFACE.items()
+            if attr != "hidden_size" and not callable(getattr(constructor, attr, None))
+        ]
+        forward = getattr(constructor, "forward", None)
+        if callable(forward) and not _accepts_keyword(forward, "episode_starts"):
+            missing.append("an episode_starts keyword argument of forward")
+        problems += [f"lacks {'; '.join(missing)} (rims_rl.CORE_SURFACE)"] if missing else []
+        if problems:
+            raise ValueError(f"core {name!r} is not a core: class {constructor.__name__} {' and '.join(problems)}")
+        return
+    try:
+        signature = inspect.signature(constructor)
+    except (TypeError, ValueError):  # no signature to read: building it will tell
+        return
+    try:
+        signature.bind(0, **kwargs)
+    except TypeError:
+        call = ", ".join(["input_size", *(f"{key}={value!r}" for key, value in kwargs.items())])
+        raise ValueError(
+            f"core {name!r} is not a core: {getattr(constructor, '__name__', 'it')}{signature} cannot take ({call}); "
+            f"expected a core class or a callable (input_size, **kwargs) returning a core"
+        ) from None
 
 
 def check_core(core: Any, name: str = "core") -> None:
@@ -281,6 +332,7 @@ def make_core(name: str, input_size: int, **kwargs: Any) -> Core:
     GRUCore(8, 32)
     """
     constructor = resolve_core(name)
+    check_constructor(constructor, name, kwargs)
     missing = [arg for arg in _required_kwargs(constructor) if arg not in kwargs]
     if missing:
         raise ValueError(f"core {name!r} needs {', '.join(missing)}; got arguments {sorted(kwargs) or 'none'}")

@@ -92,18 +92,21 @@ class NoSurface(nn.Module):
         (["-m", "model=lstm,lsmt"], ["'lsmt'", "gru, lstm, rim"]),
         (["model=rim", "model.k=7"], ["k=7", "num_units=6"]),
         (["model=rim", "model.hidden_size=100"], ["hidden_size=100", "num_units=6"]),
-        (["total_frames=0"], ["total_frames=0", ">= 1"]),
+        (["total_frames=0"], ["total_frames=0", "a whole number in [1, 1000000000000]"]),
         (["env.train=[MiniGrid-Emptyy-5x5-v0]"], ["'MiniGrid-Emptyy-5x5-v0'", "'MiniGrid-Empty-5x5-v0'"]),
-        (["seed=-1"], ["seed=-1", ">= 0"]),
+        (["seed=-1"], ["seed=-1", "a whole number in [0, 4294967295]"]),
         (["device=tpu"], ["device='tpu'", "cpu, cuda"]),
         (["agent.gamma=1.5"], ["agent.gamma=1.5", "[0, 1]"]),
         (["seeed=1"], ["seeed=1", "did you mean seed?"]),
-        (["-m", "seed=0,-2"], ["seed=-2", ">= 0"]),
+        (["-m", "seed=0,-2"], ["seed=-2", "a whole number in [0, 4294967295]"]),
         (["agent=a2c", "agent.batch_size=64"], ["agent.batch_size=64", "agent.n_steps"]),
         (["+model.hidden_size=64"], ["model.hidden_size is already set", "without the '+'"]),
         (["model.core=no_such_pkg.cores:Core"], ["'no_such_pkg.cores'", "cannot import"]),
         (["model.core=byo_cores:NoCore"], ["'byo_cores'", "no attribute 'NoCore'"]),
-        (["model.core=byo_cores:NoSurface"], ["lacks the core surface", "initial_state", "episode_starts"]),
+        (
+            ["model.core=byo_cores:NoSurface"],
+            ["is not a core: class NoSurface lacks", "initial_state", "episode_starts"],
+        ),
         (["agent.policy_kwargs.shared_core=maybe"], ["agent.policy_kwargs.shared_core='maybe'", "true or false"]),
         (["model.features=foo"], ["model.features='foo' is invalid", "expected one of vector, set"]),
         (
@@ -113,6 +116,11 @@ class NoSurface(nn.Module):
         (["+agent.policy_train_mode=1"], ["agent.policy_train_mode=1", "true or false"]),
         (["eval.final_episodes=0"], ["eval.final_episodes=0", "a whole number in [1, 1000000]"]),
         (["eval.final_n_envs=2.5"], ["eval.final_n_envs=2.5", "a whole number in [1, 1000000]"]),
+        # issue 31: each was accepted, or failed with a traceback or a message about something else
+        (["model=rim", "model.k=2.5"], ["model.k=2.5 is invalid; expected an int"]),
+        (["total_frames=1e99"], ["total_frames=1e+99 is invalid", "[1, 1000000000000]"]),
+        (["hydra/launcher=nope"], ["unknown hydra/launcher 'nope'; choices: basic", "parallel"]),
+        (["model.core=os.path:join"], ["'os.path:join' is not a core", "join(a, *p) cannot take (input_size"]),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path: Path, args: list[str], expected: list[str], train: Run) -> None:
@@ -126,6 +134,67 @@ def test_bad_input_gives_one_clear_line(tmp_path: Path, args: list[str], expecte
         assert text in lines[0]
     assert not list(tmp_path.rglob("metrics.jsonl"))
     assert not list(tmp_path.rglob("checkpoints"))
+
+
+def _check_train_args(args: list[str]) -> None:
+    """What ``rims-rl-train`` checks before it builds anything: the command line, then the composed config."""
+    from hydra import compose, initialize_config_dir
+
+    from experiments.config import CONFIG_DIR, build_spec, check_command_line
+    from experiments.schema import TrainSchema
+
+    check_command_line(args, "train", TrainSchema)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=args)
+    build_spec(cfg)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # types: a constructor argument's annotation, or the constructor's own check
+        (["model=rim", "model.k=true"], "model.k=True is invalid; expected an int"),
+        (["model=rim", "+model.cell=rnn"], "model.cell='rnn' is invalid; expected one of 'lstm', 'gru'"),
+        (["model=rim", "+model.attention_bias=1"], "model.attention_bias=1 is invalid; expected true or false"),
+        (["+model.num_layers=2.5"], "model.num_layers=2.5 is invalid; expected an int"),
+        (["model.hidden_size=true"], "model.hidden_size=True is invalid; expected an int"),
+        (["model.hidden_size=0"], "model lstm0: expected an int hidden_size > 0, got hidden_size=0"),
+        (["+agent.stats_window_size=abc"], "agent.stats_window_size='abc' is invalid; expected an int"),
+        (["+agent.target_kl=abc"], "agent.target_kl='abc' is invalid; expected a number or null"),
+        # bounds
+        (["seed=4294967296"], "seed=4294967296 is invalid; expected a whole number in [0, 4294967295]"),
+        (["n_envs=1e9"], "n_envs=1000000000.0 is invalid; expected a whole number in [1, 1000000]"),
+        (["agent.learning_rate=inf"], "agent.learning_rate=inf is invalid; expected a finite number > 0"),
+        (["model=rim", "+model.dropout=1"], "expected dropout in [0, 1), got dropout=1"),
+        # the algorithm's own constraints, before any env
+        (["agent.n_steps=100"], "agent ppo: expected n_steps to be a multiple of sequence_length=32, got n_steps=100"),
+        (["agent.batch_size=100"], "expected batch_size to be a positive multiple of sequence_length=32"),
+        # absurd budgets, before and after budget.frames_scale
+        (
+            ["eval.every_frames=1e30"],
+            "eval.every_frames=1e+30 is invalid; expected a whole number in [1, 1000000000000]",
+        ),
+        (["budget.frames_scale=1e300"], "times budget.frames_scale=1e+300 is 1e+305 frames; expected at most 1e+12"),
+        (["budget.frames_scale=inf"], "budget.frames_scale=inf is invalid; expected a finite number > 0"),
+        # objects that are not cores, named before their keys are judged as arguments
+        (["model.core=os:path"], "'os:path' is not a core: expected a core class or a callable"),
+        (["model.core=torch.nn:Linear"], "class Linear lacks initial_state("),
+        (["model.core=collections:OrderedDict"], "class OrderedDict is not a torch.nn.Module and lacks forward("),
+        # Hydra's own groups and keys
+        (["hydra/sweeper=nope"], "unknown hydra/sweeper 'nope'; choices: basic"),
+        (["hydra/job_logging=x"], "unknown hydra/job_logging 'x'; choices: default, disabled"),
+        (["hydra/nope=x"], "unknown Hydra config group hydra/nope (hydra/nope=x); choices: hydra/env, hydra/help"),
+        (["hydra.job.chdirr=true"], "unknown key hydra.job.chdirr=True; did you mean hydra.job.chdir?"),
+        (["hydra.job.chdir=maybe"], "Value 'maybe' is not a valid bool"),
+    ],
+)
+def test_bad_values_are_refused_before_anything_is_built(args: list[str], expected: str) -> None:
+    """Every class of bad value fails in the checks ``rims-rl-train`` runs before building an env (one line, the
+    key or value named); the subprocess cases above show the same checks through the real command."""
+    with pytest.raises(experiments.config.ConfigError) as info:
+        _check_train_args(args)
+    message = " ".join(str(info.value).split())
+    assert expected in message
 
 
 def test_wandb_online_without_credentials_fails_instead_of_prompting(tmp_path: Path) -> None:
