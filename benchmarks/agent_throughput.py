@@ -27,6 +27,8 @@ import sys
 import time
 from typing import Any
 
+from experiments.limits import ArgumentParser, count
+
 VARIANTS = (
     "sb3_ppo", "sb3_contrib_lstm", "sb3_contrib_lstm_shared",
     "ours_lstm", "ours_gru", "ours_rim", "ours_lstm_shared", "ours_gru_shared", "ours_rim_shared",
@@ -100,8 +102,8 @@ def measure(variant: str, iterations: int, env_id: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iterations", type=int, default=5, help="timed PPO iterations of 2,048 steps each")
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=count(), default=5, help="timed PPO iterations of 2,048 steps each")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--env", default="MiniGrid-Empty-5x5-v0", help="the MiniGrid env id")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)

@@ -34,6 +34,8 @@ import sys
 import time
 from typing import Any
 
+from experiments.limits import MAX_COUNT, ArgumentParser, count
+
 SECTIONS = ("same", "best", "seeds")
 CORES: dict[str, dict[str, int]] = {
     "lstm": dict(hidden_size=192),
@@ -259,23 +261,28 @@ def split_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cores", nargs="+", default=list(CORES), choices=CORES)
-    parser.add_argument("--iterations", type=int, default=3, help="timed PPO iterations after one warm-up")
+    parser.add_argument("--iterations", type=count(), default=3, help="timed PPO iterations after one warm-up")
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
-    parser.add_argument("--torch-envs", type=int, nargs="+", default=[16, 64], help="envs counts of 'best'")
-    parser.add_argument("--jax-envs", type=int, nargs="+", default=[16, 256, 1024], help="envs counts of 'best'")
+    parser.add_argument("--torch-envs", type=count(), nargs="+", default=[16, 64], help="envs counts of 'best'")
+    parser.add_argument("--jax-envs", type=count(), nargs="+", default=[16, 256, 1024], help="envs counts of 'best'")
     parser.add_argument(
         "--skip", nargs="*", default=[], metavar="CORE:ENVS", help="JAX runs of 'best' to leave out, e.g. rim:1024"
     )
-    parser.add_argument("--seeds", type=int, default=5, help="seeds of the 'seeds' section")
+    parser.add_argument("--seeds", type=count(), default=5, help="seeds of the 'seeds' section")
     parser.add_argument("--seeds-cores", nargs="+", default=["lstm"], choices=CORES, help="cores of 'seeds'")
     parser.add_argument(
         "--device", choices=("cpu", "gpu"), default="cpu", help="gpu: JAX's default device, torch on cuda"
     )
-    parser.add_argument("--cpu", type=int, default=0, help="the CPU every measurement is pinned to; -1: no taskset")
     parser.add_argument(
-        "--threads", type=int, default=1, help="CPUs (from --cpu), torch threads and XLA threads of each measurement"
+        "--cpu", type=count(-1, MAX_COUNT), default=0, help="the CPU every measurement is pinned to; -1: no taskset"
+    )
+    parser.add_argument(
+        "--threads",
+        type=count(),
+        default=1,
+        help="CPUs (from --cpu), torch threads and XLA threads of each measurement",
     )
     parser.add_argument("--out", help="also write the report to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -286,8 +293,6 @@ def main() -> None:
     for n_envs in args.torch_envs + args.jax_envs + [SAME_ENVS]:
         if n_envs * N_STEPS % (MINIBATCHES * SEQUENCE_LENGTH):
             parser.error(f"expected envs counts that are multiples of 2, got {n_envs}")
-    if args.threads < 1:
-        parser.error(f"expected --threads >= 1, got {args.threads}")
     cpu = None if args.cpu < 0 or shutil.which("taskset") is None else args.cpu
     load_start = os.getloadavg()
     started = time.perf_counter()

@@ -29,7 +29,6 @@ repository root (``PYTHONPATH=.`` when ``rims_rl`` is not installed).
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import statistics
@@ -40,6 +39,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from experiments.limits import ArgumentParser, count
 from rims_rl import RIM
 
 INPUT, HIDDEN, UNITS, K = 64, 192, 6, 4
@@ -219,11 +219,11 @@ def jax_section(device: torch.device, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=count(), default=15)
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--frameworks", nargs="+", choices=("torch", "jax"), default=["torch", "jax"])
-    parser.add_argument("--set-elements", type=int, default=0, help="also time the RIM over a set of N elements")
+    parser.add_argument("--set-elements", type=count(0), default=0, help="also time the RIM over a set of N elements")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "gpu" else "cpu")
     if args.device == "cpu":

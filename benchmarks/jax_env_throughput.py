@@ -9,12 +9,12 @@ Pin it to one core, as the README's figures were::
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
 
 from envs.jax import make
+from experiments.limits import ArgumentParser, count
 
 
 def throughput(env_id: str, num_envs: int, steps: int) -> tuple[float, float]:
@@ -45,10 +45,10 @@ def throughput(env_id: str, num_envs: int, steps: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env-id", default="Navix-DoorKey-5x5-v0")
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[16, 256])
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--num-envs", type=count(), nargs="+", default=[16, 256])
+    parser.add_argument("--steps", type=count(), default=1000)
     args = parser.parse_args()
     for num_envs in args.num_envs:
         rate, compile_s = throughput(args.env_id, num_envs, args.steps)

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from experiments.limits import MAX_FRAMES, MAX_SEED, ArgumentParser, count
+
 AGENTS = ("sb3_contrib", "lstm", "gru", "rim", "lstm_shared", "gru_shared", "rim_shared", "feedforward")
 REFERENCES = ("sb3_contrib", "feedforward")  # the agents that are not ours: no chunk length, no core options
 CORE_KWARGS = {"lstm": dict(hidden_size=64), "gru": dict(hidden_size=64), "rim": dict(hidden_size=64, num_units=4, k=3)}
@@ -204,24 +206,26 @@ def check_core_kwargs(agents: list[str], core_kwargs: dict[str, Any]) -> None:
     ``agents`` build (a RIM's ``k`` given to an LSTM run too); a core whose arguments cannot be known is not
     checked (as in :mod:`experiments.config`)."""
     from experiments.config import constructor_arguments, unknown_key
-    from rims_rl.cores import resolve_core
+    from rims_rl.cores import make_core, resolve_core
 
     for core in dict.fromkeys(agent.partition("_")[0] for agent in agents if agent not in REFERENCES):
         allowed = constructor_arguments(resolve_core(core))
-        if allowed is None:
-            continue
         for key, value in core_kwargs.items():
-            if key not in allowed:
+            if allowed is not None and key not in allowed:
                 raise ValueError(f"--core-kwargs for {core}: {unknown_key(key, value, sorted(allowed))}")
+        try:  # the values too, by building the core on a dummy input size, as experiments.config does
+            make_core(core, 8, **{**CORE_KWARGS[core], **core_kwargs})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"--core-kwargs for {core}: {err}") from None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--agents", nargs="+", choices=AGENTS, default=list(AGENTS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--sequence-length", type=int, default=128, help="our BPTT chunk length (divides 128)")
-    parser.add_argument("--frames", type=int, help="override every task's training budget")
+    parser.add_argument("--seeds", type=count(0, MAX_SEED), nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--sequence-length", type=count(), default=128, help="our BPTT chunk length (divides 128)")
+    parser.add_argument("--frames", type=count(1, MAX_FRAMES), help="override every task's training budget")
     parser.add_argument(
         "--core-kwargs",
         type=json_object,
@@ -229,7 +233,7 @@ def main() -> None:
         metavar="JSON",
         help="override our cores' arguments, e.g. '{\"k\": 4}' (the table names them)",
     )
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=count(), default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/memory.json"))
     parser.add_argument("--report", type=Path, nargs="+", help="print the tables of saved results and exit")
     args = parser.parse_args()
@@ -242,6 +246,12 @@ def main() -> None:
         check_core_kwargs(args.agents, args.core_kwargs)
     except ValueError as err:
         parser.error(str(err))
+    for task in args.tasks:
+        n_steps = TASKS[task].hparams["n_steps"]
+        if n_steps % args.sequence_length:
+            parser.error(
+                f"argument --sequence-length: expected a divisor of n_steps={n_steps}, got {args.sequence_length}"
+            )
     jobs = [(a, t, s) for t in args.tasks for s in args.seeds for a in args.agents]
     results = []
     with ProcessPoolExecutor(args.workers) as pool:

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from experiments.limits import MAX_FRAMES, MAX_SEED, ArgumentParser, count
+
 IMPLS = ("ours_lstm", "sb3_contrib_lstm")
 HPARAMS: dict[str, Any] = dict(
     n_steps=128, batch_size=256, n_epochs=4, learning_rate=2.5e-4, gamma=0.99, gae_lambda=0.95, clip_range=0.2,
@@ -59,11 +61,11 @@ def run(impl: str, seed: int, frames: int, shared_core: bool = False) -> dict[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--frames", type=int, default=300_000)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=count(0, MAX_SEED), nargs="+", default=[0, 1, 2])
+    parser.add_argument("--frames", type=count(1, MAX_FRAMES), default=300_000)
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=count(), default=2)
     parser.add_argument("--shared-core", action="store_true", help="ours with one LSTM for actor and critic")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/parity_doorkey.json"))
     args = parser.parse_args()

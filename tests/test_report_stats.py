@@ -289,3 +289,23 @@ def test_dir_without_runs_fails_with_one_clear_line(tmp_path: Path, case: str, r
     assert lines[0].startswith("rims-rl-report: error: ") and str(target) in lines[0]
     assert ("line 1: not a kept run (KeyError: 'rows')" in lines[0]) == (case == "bad_kept_runs"), lines[0]
     assert not (target / "report").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "allowed"),
+    [
+        ("--reps", "0", "[1, 1000000]"),
+        ("--reps", "1e9", "[1, 1000000]"),
+        ("--final-evals", "2.5", "[1, 1000000]"),
+        ("--seed", "-1", "[0, 4294967295]"),
+    ],
+)
+def test_bad_flag_values_fail_with_one_line(tmp_path: Path, flag: str, value: str, allowed: str, capsys) -> None:
+    """The flags' bounds (experiments.limits) are checked before any run is read, in one line without the usage."""
+    write_run(tmp_path / "0", "lstm64", 0, [100])
+    with pytest.raises(SystemExit) as info:
+        experiments.report.main([str(tmp_path), flag, value])
+    assert info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == f"rims-rl-report: error: argument {flag}: expected a whole number in {allowed}, got '{value}'"
+    assert not (tmp_path / "report").exists()

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from experiments.limits import MAX_SEED, ArgumentParser, count
 from experiments.report.markdown import markdown
 from experiments.report.options import Options
 from experiments.report.runs import PROG, ReportError, Run, find_runs, save_runs
@@ -41,7 +42,7 @@ def build_report(dirs: Sequence[Path], out: Path, opts: Options, wandb_project: 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """:param argv: the arguments (``sys.argv[1:]`` when ``None``)"""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Generalization curves, final-score tables (IQM with 95% CIs, rliable) and a Markdown report "
         "from rims-rl-train runs (folders with run_info.json and metrics.jsonl, searched recursively) and from the "
@@ -51,10 +52,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: <first DIR>/report)")
     parser.add_argument("--greedy", action="store_true", help="use the greedy-action statistics")
     parser.add_argument(
-        "--final-evals", type=int, default=1, metavar="N", help="a run's final score is the mean of its last N evals"
+        "--final-evals",
+        type=count(),
+        default=1,
+        metavar="N",
+        help="a run's final score is the mean of its last N evals",
     )
-    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstraps")
+    parser.add_argument("--reps", type=count(), default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--seed", type=count(0, MAX_SEED), default=0, help="seed of the bootstraps")
     parser.add_argument(
         "--baseline", default="lstm", metavar="CORE", help="compare every model with the models of this core (lstm)"
     )
@@ -68,12 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--wandb", action="store_true", help="log figures and tables to a new W&B run (WANDB_MODE)")
     parser.add_argument("--wandb-project", default="rims-rl", help="W&B project for --wandb (default rims-rl)")
-    args = parser.parse_args(argv)
-    if args.final_evals < 1:
-        parser.error(f"--final-evals must be >= 1, got {args.final_evals}")
-    if args.reps < 1:
-        parser.error(f"--reps must be >= 1, got {args.reps}")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
