@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import doctest
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -195,6 +196,25 @@ def test_bad_values_are_refused_before_anything_is_built(args: list[str], expect
         _check_train_args(args)
     message = " ".join(str(info.value).split())
     assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["episodes=1e9"], "episodes=1000000000.0 is invalid; expected a whole number in [1, 1000000]"),
+        (["seed=4294967296"], "seed=4294967296 is invalid; expected a whole number in [0, 4294967295]"),
+        (["torch_threads=0"], "torch_threads=0 is invalid; expected a whole number in [1, 1000000]"),
+        (["env=nope"], "unknown split (env) 'nope'; choices: distshift"),
+        (["hydra/launcher=nope"], "unknown hydra/launcher 'nope'; choices: basic"),
+    ],
+)
+def test_eval_command_line_is_checked_against_its_schema(args: list[str], expected: str) -> None:
+    """``rims-rl-eval`` runs the same checks on its own schema before it loads anything."""
+    from experiments.config import check_command_line
+    from experiments.schema import EvalSchema
+
+    with pytest.raises(experiments.config.ConfigError, match=re.escape(expected)):
+        check_command_line(["checkpoint=run", *args], "eval", EvalSchema, groups=("env",))
 
 
 def test_wandb_online_without_credentials_fails_instead_of_prompting(tmp_path: Path) -> None:
