@@ -42,6 +42,7 @@ from agents.policies import (
     RecurrentActorCriticPolicy,
 )
 from rims_rl import State, map_state
+from rims_rl.checks import is_int
 
 SelfRecurrentPPO = TypeVar("SelfRecurrentPPO", bound="RecurrentPPO")
 
@@ -201,9 +202,9 @@ class RecurrentPPO(OnPolicyAlgorithm):
         _init_setup_model: bool = True,
     ) -> None:
         for name, value in (("n_steps", n_steps), ("n_epochs", n_epochs), ("sequence_length", sequence_length)):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            if not (is_int(value) and value >= 1):
                 raise ValueError(f"expected an int {name} >= 1, got {name}={value!r}")
-        if batch_size is not None and not (isinstance(batch_size, int) and not isinstance(batch_size, bool)):
+        if batch_size is not None and not is_int(batch_size):
             raise ValueError(f"expected an int batch_size or None, got batch_size={batch_size!r}")
         if n_steps % sequence_length != 0:
             raise ValueError(

@@ -375,6 +375,7 @@ def check_config(cfg: DictConfig, schema: type, prefix: str = "") -> None:
 def _check_constructor_keys(cfg: DictConfig) -> None:
     """The open keys of ``model`` and ``agent`` must be constructor arguments of the core and the algorithm."""
     from agents import ALGORITHMS
+    from experiments.builders import POLICY
     from rims_rl.cores import check_constructor, resolve_core
 
     try:  # an object that is no core is named as such before its keys are judged as its arguments
@@ -382,15 +383,19 @@ def _check_constructor_keys(cfg: DictConfig) -> None:
         check_constructor(core, cfg.model.core, split_model(to_dict(cfg.model))[2])
     except ValueError as err:
         raise ConfigError(f"model.core: {err}") from None
+    algorithm = ALGORITHMS[cfg.agent.algo]
     sections: list[tuple[str, Callable[..., Any], Iterable[str]]] = [("model", core, ("core", "features"))]
-    sections.append(("agent", ALGORITHMS[cfg.agent.algo], ("algo", "policy_kwargs")))
+    sections.append(("agent", algorithm, ("algo", "policy_kwargs")))
+    if OmegaConf.select(cfg, "backend", default="torch") == "torch":  # backend=jax: its policy's, in check_jax
+        sections.append(("agent.policy_kwargs", algorithm.policy_aliases[POLICY], ()))
     for name, constructor, own in sections:
         allowed = constructor_arguments(constructor)
         hints = constructor_hints(constructor)
-        for key in cfg[name]:
+        section = OmegaConf.select(cfg, name, default=None)
+        values = to_dict(section) if isinstance(section, DictConfig) else {}
+        for key, value in values.items():
             if key in own:
                 continue
-            value = to_dict(cfg[name])[key]
             if allowed is not None and key not in allowed:
                 choices = [f"{name}.{arg}" for arg in (*own, *sorted(allowed))]
                 raise ConfigError(unknown_key(f"{name}.{key}", value, choices))
@@ -465,9 +470,14 @@ def expected_by_hint(hint: Any, value: Any) -> str | None:
     return " or ".join(expected) or None
 
 
+#: Constructor arguments the code supplies, never a config: a core's input size, an algorithm's policy and env, a
+#: policy's spaces and learning-rate schedule.
+SUPPLIED = {"self", "input_size", "policy", "env", "observation_space", "action_space", "lr_schedule"}
+
+
 def constructor_arguments(constructor: Callable[..., Any]) -> set[str] | None:
-    """The keyword arguments a class or callable accepts after its first (``input_size`` or ``policy, env``), with
-    a class's bases' arguments when it passes ``**kwargs`` on.
+    """The keyword arguments a class or callable accepts beyond those the code supplies (:data:`SUPPLIED`), with a
+    class's bases' arguments when it passes ``**kwargs`` on.
 
     :param constructor: a class or callable
     :return: the argument names, or ``None`` when they cannot be known (a ``**kwargs`` that goes nowhere visible)
@@ -488,7 +498,7 @@ def constructor_arguments(constructor: Callable[..., Any]) -> set[str] | None:
         kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         names |= {p.name for p in parameters if p.kind in kinds and not p.name.startswith("_")}
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-            return names - {"self", "input_size", "policy", "env"}
+            return names - SUPPLIED
     return None
 
 

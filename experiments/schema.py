@@ -160,7 +160,14 @@ def _backends() -> list[str]:
 
 WANDB_MODES = ("online", "offline", "disabled")
 _STRING = of_type(str, "a string")
-_STRINGS = of_type(list, "a list of strings")
+
+
+def _strings(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+    return None if ok else "a list of strings"
+
+
+_STRINGS = _strings
 _BOOL = of_type(bool, "true or false")
 
 

@@ -8,12 +8,18 @@ Messages say ``expected X, got Y`` in one line; shape messages show what the cal
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 
 def is_int(value: Any) -> bool:
-    """Whether ``value`` is an int and not a bool (nor a float such as ``2.0``: sizes are counts)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """Whether ``value`` is an integer (a numpy one too) and not a bool, nor a float such as ``2.0``: sizes are
+    counts.
+
+    >>> is_int(3), is_int(True), is_int(2.0)
+    (True, False, False)
+    """
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_sizes(**sizes: Any) -> None:

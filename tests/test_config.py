@@ -162,6 +162,10 @@ def _check_train_args(args: list[str]) -> None:
         (["model.hidden_size=0"], "model lstm0: expected an int hidden_size > 0, got hidden_size=0"),
         (["+agent.stats_window_size=abc"], "agent.stats_window_size='abc' is invalid; expected an int"),
         (["+agent.target_kl=abc"], "agent.target_kl='abc' is invalid; expected a number or null"),
+        (["agent.policy_kwargs.net_arch=5"], "agent.policy_kwargs.net_arch=5 is invalid; expected a list or a mapping"),
+        (["+agent.policy_kwargs.ortho_init=maybe"], "agent.policy_kwargs.ortho_init='maybe' is invalid; expected true"),
+        (["+agent.policy_kwargs.foo=1"], "unknown key agent.policy_kwargs.foo=1; expected one of: agent.policy_kwargs"),
+        (["logger.wandb.tags=[1]"], "logger.wandb.tags=[1] is invalid; expected a list of strings"),
         # bounds
         (["seed=4294967296"], "seed=4294967296 is invalid; expected a whole number in [0, 4294967295]"),
         (["n_envs=1e9"], "n_envs=1000000000.0 is invalid; expected a whole number in [1, 1000000]"),
