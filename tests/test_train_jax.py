@@ -112,6 +112,7 @@ def test_two_seeds_in_one_job_write_torch_run_dirs_resume_after_sigkill_and_repo
         (["model=rim_set"], "model.features='set' is invalid with backend=jax; expected vector"),
         (["+agent.shift_chunks=true"], "agent.shift_chunks=true is invalid with backend=jax; expected false"),
         (["agent.batch_size=48"], "agent ppo (backend=jax): expected batch_size to be a multiple of"),
+        (["model=rim", "+model.communication=authors"], "expected core_kwargs accepted by the JAX core 'rim'"),
         (["env.heldout=[MiniGrid-Empty-6x6-v0]"], "expected one jax env id per env id (override env.jax.heldout too)"),
     ],
 )
