@@ -8,6 +8,8 @@ Build (from the repository root; warnings are errors, as in CI)::
 from __future__ import annotations
 
 import sys
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed_version
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -17,7 +19,10 @@ sys.path[:0] = [str(ROOT), str(DOCS / "_ext")]  # the packages (autodoc) and the
 project = "rims-rl"
 author = "the rims-rl authors"
 copyright = "2026, the rims-rl authors"
-release = version = "0.1.0"
+try:
+    release = version = installed_version("rims-rl")  # the installed package's version (pyproject.toml)
+except PackageNotFoundError:  # building from a checkout that is not installed
+    release = version = "unknown"
 
 extensions = [
     "myst_parser",  # pages in Markdown
