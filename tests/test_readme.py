@@ -9,7 +9,8 @@
   every ``rims-rl-train`` / ``rims-rl-eval`` command line is checked as the CLI checks it before Hydra starts
   (:func:`experiments.config.check_command_line`: config groups, keys, values, sweeps), every ``rims-rl-report``
   line is parsed by the report's own argument parser, and every ``python <script>.py --option`` names a script of
-  the repository whose source defines that option.
+  the repository whose source defines that option; other commands (``pip``, ``python3 -m venv``, ``pytest``) are
+  left to the CI run of the set-up commands.
 
 Placeholders in commands (``<lstm|rim>``, ``<s>``, ``<m>``) take their first alternative, or :data:`PLACEHOLDERS`.
 """
@@ -127,10 +128,12 @@ def test_long_running_python_example_compiles(block: Block) -> None:
 
 
 def command_lines(code: str) -> list[list[str]]:
-    """:return: the commands of a shell block as argument lists: continuation lines joined, comments dropped,
-    ``&&`` chains split, leading ``VAR=value`` assignments and ``taskset -c N`` removed, placeholders filled"""
+    """:return: the commands of a shell block as argument lists: continuation lines joined, ``$`` prompts and
+    comments dropped, ``&&`` chains split, leading ``VAR=value`` assignments and ``taskset -c N`` removed,
+    placeholders filled"""
     commands: list[list[str]] = []
     for line in code.replace("\\\n", " ").splitlines():
+        line = line.removeprefix("$ ")  # a console prompt
         for part in line.split("&&"):
             words = shlex.split(part, comments=True)
             while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
