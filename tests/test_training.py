@@ -257,16 +257,16 @@ def test_tiny_run_logs_train_and_heldout_metrics(
         assert key.encode() in wandb_file
 
 
-#: The README's bring-your-own-core example (the Python block that defines ``MyCore``).
-README_CORE = next(
+#: The docs' bring-your-own-core example (the Python block of ``docs/cores/custom.md`` that defines ``MyCore``).
+DOCS_CORE = next(
     block
-    for block in re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
+    for block in re.findall(r"```python\n(.*?)```", (REPO / "docs/cores/custom.md").read_text(encoding="utf-8"), re.S)
     if "class MyCore" in block
 )
 
 
-def test_bring_your_own_core_from_the_readme_trains(tmp_path: Path, train: Run, tiny: Callable[..., list[str]]) -> None:
-    (tmp_path / "my_cores.py").write_text(README_CORE)
+def test_bring_your_own_core_from_the_docs_trains(tmp_path: Path, train: Run, tiny: Callable[..., list[str]]) -> None:
+    (tmp_path / "my_cores.py").write_text(DOCS_CORE)
     run_dir = tmp_path / "run"
     args = [*tiny(), "model.core=my_cores:MyCore", "total_frames=128", "logger.wandb.mode=disabled"]
     ok(train([*args, f"hydra.run.dir={run_dir}"]))

@@ -473,9 +473,10 @@ class RIM(nn.Module):
     r"""A multi-layer RIM over sequences with :class:`rims_rl.RIM`'s arguments, input forms, output and state
     shapes; :func:`rims_rl.jax.from_torch` makes one from the torch module.
 
-    Attributes: as :class:`rims_rl.RIM`'s arguments (less ``input_size``, taken from the first call, and
-    ``device``), plus
+    Its attributes are :class:`rims_rl.RIM`'s arguments (less ``input_size``, taken from the first call, and
+    ``device``), plus these.
 
+    Attributes:
         deterministic: if ``True``, no dropout (between layers and on attention); with ``dropout > 0`` it must be
             given here or at the call, and dropout needs a ``"dropout"`` rng. Default: ``None``
         param_dtype: dtype of the parameters. Default: float32
