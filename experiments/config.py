@@ -178,6 +178,7 @@ class RunSpec:
     :param eval_n_envs: envs per evaluated env id
     :param final_episodes: episodes per env id and action mode of the final evaluation (at the end of training)
     :param final_n_envs: envs per evaluated env id in the final evaluation
+    :param eval_max_steps: the cap on an evaluated episode's steps (``eval.max_steps``), ``None``: no cap
     :param checkpoint_every: frames between checkpoints
     """
 
@@ -193,6 +194,7 @@ class RunSpec:
     eval_n_envs: int
     final_episodes: int
     final_n_envs: int
+    eval_max_steps: int | None
     checkpoint_every: int
 
 
@@ -259,8 +261,14 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         eval_n_envs=min(int(cfg.eval.n_envs), eval_episodes),
         final_episodes=final_episodes,
         final_n_envs=min(int(OmegaConf.select(cfg, "eval.final_n_envs", default=cfg.eval.n_envs)), final_episodes),
+        eval_max_steps=_optional_int(OmegaConf.select(cfg, "eval.max_steps", default=None)),  # None: saved before
         checkpoint_every=scaled_frames(int(cfg.checkpoint.every_frames), scale),
     )
+
+
+def _optional_int(value: Any) -> int | None:
+    """A checked whole number or null (``1e3`` arrives as a float) as ``int | None``."""
+    return None if value is None else int(value)
 
 
 # --- the composed config against the schema -----------------------------------------------------------------------
