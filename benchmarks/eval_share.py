@@ -3,9 +3,9 @@
 
 The arguments are ``rims-rl-train`` overrides; W&B is disabled and the run goes to ``--run-dir`` (a temporary
 directory by default). One line per evaluation is printed (flushed) as it ends: the frame count, that
-evaluation's seconds and the running totals, so a run stopped early still gives the share over its prefix; then
-a summary line. Run it with another checkout's interpreter (e.g. ``/work/main/.venv/bin/python``) to time that
-checkout's code.
+evaluation's seconds and the running totals, in wall time and in this process's CPU time (less sensitive to other
+jobs on a busy machine), so a run stopped early still gives the share over its prefix; then a summary line.
+Run it with another checkout's interpreter (e.g. ``/work/main/.venv/bin/python``) to time that checkout's code.
 
     python benchmarks/eval_share.py env=doorkey
     python benchmarks/eval_share.py experiment=dido_doorkey
@@ -35,18 +35,21 @@ def main() -> None:
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", [*args.overrides, "logger.wandb.mode=disabled"])
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     evals: list[float] = []
+    cpu_evals: list[float] = []  # this process's CPU seconds: less sensitive than wall time to a busy machine
     real = experiments.train.evaluate
 
     def timed(model: Any, *rest: Any, **kwargs: Any) -> dict[str, float]:
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.process_time()
         results = real(model, *rest, **kwargs)
         evals.append(time.perf_counter() - began)
-        wall = time.perf_counter() - start
+        cpu_evals.append(time.process_time() - cpu_began)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         print(
             f"frames {model.num_timesteps:>8d}  eval {evals[-1]:8.1f} s  total eval {sum(evals):8.1f} s  "
-            f"wall {wall:8.1f} s  share {sum(evals) / wall:6.1%}",
+            f"wall {wall:8.1f} s  share {sum(evals) / wall:6.1%}  |  CPU: eval {cpu_evals[-1]:7.1f} s  "
+            f"total eval {sum(cpu_evals):8.1f} s  total {cpu:8.1f} s  share {sum(cpu_evals) / cpu:6.1%}",
             flush=True,
         )
         return results
@@ -57,10 +60,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run_dir or Path(tmp)
         experiments.train.train(cfg, build_spec(cfg), run_dir)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     print(
         f"total: wall {wall:.1f} s, {len(evals)} evaluations {sum(evals):.1f} s, share {sum(evals) / wall:.1%} "
-        f"(final evaluation {evals[-1]:.1f} s)",
+        f"(final evaluation {evals[-1]:.1f} s); CPU {cpu:.1f} s, evaluations {sum(cpu_evals):.1f} s, share "
+        f"{sum(cpu_evals) / cpu:.1%}",
         flush=True,
     )
 
