@@ -256,7 +256,7 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
         observation: np.ndarray | dict[str, np.ndarray],
         state: Any = None,
         episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
+        deterministic: bool | np.ndarray = False,
     ) -> tuple[np.ndarray, Any]:
         """The SB3 ``predict`` with recurrent state.
 
@@ -264,7 +264,8 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
         :param state: the state returned by the previous call (numpy arrays or tensors ``(L, B, *)``), or
             ``None`` to start from zeros.
         :param episode_start: ``(B,)``: where set, that environment's state is reset first. ``None``: no reset.
-        :param deterministic: take the most likely action instead of sampling.
+        :param deterministic: take the most likely action instead of sampling; a ``(B,)`` bool array chooses per
+            environment (one call plays greedy and sampled environments together; every row draws a sample).
         :return: actions and the next state (numpy arrays ``(L, B, *)``).
         """
         self.set_training_mode(False)
@@ -279,7 +280,12 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
         starts = th.as_tensor(np.asarray(episode_start), device=self.device).bool().view(n_envs)
         with th.no_grad():
             distribution, state = self.get_distribution(obs_tensor, state, starts)
-            chosen = distribution.get_actions(deterministic=deterministic)
+            if isinstance(deterministic, np.ndarray):
+                greedy = th.as_tensor(deterministic, device=self.device).bool().view(n_envs)
+                mode, sample = distribution.mode(), distribution.sample()
+                chosen = th.where(greedy.view(-1, *[1] * (mode.dim() - 1)), mode, sample)
+            else:
+                chosen = distribution.get_actions(deterministic=deterministic)
         actions = chosen.cpu().numpy().reshape((-1, *self.action_shape))
         if isinstance(self.action_space, spaces.Box):
             actions = np.clip(actions, self.action_space.low, self.action_space.high)

@@ -73,18 +73,13 @@ def build_train_env(cfg: DictConfig, spec: RunSpec, seed: int) -> VecEnv:
     return envs.make_vec_env(split.train, cfg.n_envs, seed, vec_env=cfg.vec_env, level_seeds=split.train_seeds)
 
 
-def build_eval_targets(spec: RunSpec, seed: int, final: bool = False) -> list[EvalTarget]:
-    """One small VecEnv per train and held-out env id, seeded so that every evaluation plays the same levels.
+def build_eval_targets(spec: RunSpec) -> list[EvalTarget]:
+    """One :class:`EvalTarget` per train and held-out env id, on that side's levels (an evaluation seeds them, so
+    that every evaluation of a run plays the same levels: :func:`eval_seed_of`).
 
     :param spec: the run's checked spec
-    :param seed: the run seed (the evaluation seed is derived from it)
-    :param final: ``spec.final_n_envs`` sub-envs each, for the final evaluation, instead of ``spec.eval_n_envs``
     """
-    eval_seed = eval_seed_of(seed)
-    n_envs = spec.final_n_envs if final else spec.eval_n_envs
-    return eval_targets(
-        spec.split, lambda env_id, seeds: envs.make_vec_env(env_id, n_envs, eval_seed, level_seeds=seeds)
-    )
+    return eval_targets(spec.split, lambda env_id, seeds: envs.make_env_fn(env_id, level_seeds=seeds))
 
 
 def build_selection_envs(spec: RunSpec, seed: int) -> list[tuple[str, str, gym.Env]]:

@@ -213,6 +213,7 @@ class RunSpec:
     :param eval_n_envs: envs per evaluated env id
     :param final_episodes: episodes per env id and action mode of the final evaluation (at the end of training)
     :param final_n_envs: envs per evaluated env id in the final evaluation
+    :param eval_max_steps: the cap on an evaluated episode's steps (``eval.max_steps``), ``None``: no cap
     :param checkpoint_every: frames between checkpoints
     """
 
@@ -228,6 +229,7 @@ class RunSpec:
     eval_n_envs: int
     final_episodes: int
     final_n_envs: int
+    eval_max_steps: int | None
     checkpoint_every: int
 
 
@@ -308,6 +310,7 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         eval_n_envs=min(int(cfg.eval.n_envs), eval_episodes),
         final_episodes=final_episodes,
         final_n_envs=min(int(OmegaConf.select(cfg, "eval.final_n_envs", default=cfg.eval.n_envs)), final_episodes),
+        eval_max_steps=_optional_int(OmegaConf.select(cfg, "eval.max_steps", default=None)),  # None: saved before
         checkpoint_every=frames["checkpoint.every_frames"],
     )
 
@@ -329,6 +332,11 @@ def check_algorithm(agent: DictConfig) -> None:
         ALGORITHMS[algo](RecurrentActorCriticPolicy, no_env, _init_setup_model=False, **kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"agent {algo}: {err}") from None
+
+
+def _optional_int(value: Any) -> int | None:
+    """A checked whole number or null (``1e3`` arrives as a float) as ``int | None``."""
+    return None if value is None else int(value)
 
 
 # --- the composed config against the schema -----------------------------------------------------------------------

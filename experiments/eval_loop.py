@@ -1,10 +1,19 @@
 r"""The evaluation loop: a recurrent agent played on the train and held-out envs of a split (used by training and
 by ``rims-rl-eval``).
 
-Each env id gets its own small VecEnv; a fixed seed makes every evaluation of a run play the same levels. The
-recurrent state is threaded through ``model.predict(obs, state, episode_start, deterministic)``. Each sub-env
-counts only its first ``(M + i) // n`` finished episodes (as SB3's ``evaluate_policy``), so exactly ``M``
-episodes are counted per env id, without favouring short episodes.
+One evaluation is one vectorised pass: every evaluated env id gets ``n`` sub-envs per action mode (sampled and
+greedy), and every step makes one policy call for all the sub-envs still playing, with a per-row ``deterministic``
+mask. Sub-env ``i`` of an env id is reset with seed ``seed + i`` at the start of each evaluation (as
+``VecEnv.seed(seed)`` seeds its sub-envs), so every evaluation of a run plays the same levels, in both modes, as
+playing each env id alone on its own ``n``-env VecEnv does. Each sub-env counts only its first ``(M + i) // n``
+finished episodes (as SB3's ``evaluate_policy``), so exactly ``M`` episodes are counted per env id and mode,
+without favouring short episodes; a sub-env that has counted its episodes stops (it costs no more env steps nor
+policy rows).
+
+The cap (``max_steps``, optional): an episode that reaches ``max_steps`` steps without ending is cut there and
+counted as a failure with its return so far (0 in MiniGrid, whose only reward comes at success) and its length
+``max_steps``; ``capped_fraction`` / ``greedy_capped_fraction`` give the fraction of counted episodes cut. The
+episode counts stay ``M``; only long (failing or slow) episodes change.
 
 Metric names: ``eval/<scope>/<stat>`` with scope ``train``, ``heldout`` (episodes pooled over that side's env
 ids) or an env id, and stat in :data:`STATS`. An env id that is both a train and a held-out env (a split by
@@ -29,11 +38,14 @@ and over all evaluated envs (``eval/...``), counted over the steps of the counte
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnv
+from tqdm import tqdm
+
+from rims_rl import map_state
 
 #: The statistics logged per scope; ``greedy_*`` are the same with deterministic actions.
 STATS = (
@@ -54,31 +66,33 @@ class EvalTarget(NamedTuple):
     :param scope: ``"train"`` or ``"heldout"``
     :param name: the metric scope of this env (its id, qualified when the id is on both sides)
     :param env_id: the gymnasium id
-    :param env: its VecEnv
+    :param make_env: builds one sub-env (a gymnasium env on this side's levels)
     """
 
     scope: str
     name: str
     env_id: str
-    env: VecEnv
+    make_env: Callable[[], Any]
 
 
 class Episodes(NamedTuple):
-    """Finished episodes.
+    """Counted episodes.
 
     :param returns: ``(M,)`` undiscounted returns
     :param lengths: ``(M,)`` lengths in steps
+    :param capped: ``(M,)`` bool, the episodes cut by the cap
     """
 
     returns: np.ndarray
     lengths: np.ndarray
+    capped: np.ndarray
 
 
-def eval_targets(split: Any, make_env: Callable[[str, Sequence[int] | None], VecEnv]) -> list[EvalTarget]:
+def eval_targets(split: Any, make_env: Callable[[str, Sequence[int] | None], Callable[[], Any]]) -> list[EvalTarget]:
     """One :class:`EvalTarget` per train env id and per held-out env id.
 
     :param split: an :class:`envs.Split`
-    :param make_env: ``make_env(env_id, level_seeds) -> VecEnv``
+    :param make_env: ``make_env(env_id, level_seeds)``, a thunk that builds one such env
     :return: the targets, train ones first
     """
     targets = []
@@ -157,41 +171,32 @@ def entropy_bits(counts: np.ndarray) -> float:
 
 
 class SelectionStats:
-    """Selection statistics of a core over evaluation steps (from ``core.last_active`` after each one-step
-    forward): per-unit activity, switch rate and set entropy (see the module docstring). Pool counters with ``+=``.
-
-    :param core: a core that :func:`reports_units`
+    """Selection statistics over evaluation steps (the active units a core reports after each one-step forward):
+    per-unit activity, switch rate and set entropy (see the module docstring). Pool counters with ``+=``.
     """
 
-    def __init__(self, core: Any) -> None:
-        self.core = core
+    def __init__(self) -> None:
         self.active: np.ndarray | None = None  # (L, U) steps active
         self.steps = 0
         self.switches = Switches(0, 0)
         self.sets: list[np.ndarray] = []  # (B', L, ceil(U / 8)) uint8 per step: the active sets, packed
-        self.previous: np.ndarray | None = None  # (B, L, U): every sub-env's active units at the last step
 
-    def update(self, counted: np.ndarray, episode_starts: np.ndarray) -> None:
-        """Add the last one-step forward's selection of the sub-envs still counting episodes.
+    def update(self, active: np.ndarray, previous: np.ndarray, episode_starts: np.ndarray) -> None:
+        """Add one step of ``B'`` counted sub-envs.
 
-        :param counted: ``(B,)`` bool, the sub-envs whose step counts
-        :param episode_starts: ``(B,)`` bool, the sub-envs whose step starts an episode
+        :param active: ``(B', L, U)`` bool, their active units at this step
+        :param previous: ``(B', L, U)`` bool, their active units at their previous step (read only where the step
+            does not start an episode)
+        :param episode_starts: ``(B',)`` bool, the sub-envs whose step starts an episode
         """
-        last = self.core.last_active  # (T, B, L, U) bool
-        if last.shape[0] != 1:
-            raise ValueError(f"expected the active units of one step, (1, B, L, U), got {tuple(last.shape)}")
-        current = last[0].cpu().numpy()  # (B, L, U)
-        rows = current[counted]  # (B', L, U)
-        total = rows.sum(axis=0)
+        total = active.sum(axis=0)
         self.active = total if self.active is None else self.active + total
-        self.steps += len(rows)
-        self.sets.append(np.packbits(rows, axis=-1))
-        if self.previous is not None:  # pairs (last step, this step) of the sub-envs not starting an episode
-            changed = (self.previous[counted] != rows).any(axis=-1)  # (B', L)
-            within = ~episode_starts[counted]  # (B',)
-            switches, pairs = int(changed[within].sum()), int(within.sum()) * rows.shape[1]
-            self.switches = Switches(self.switches.switches + switches, self.switches.pairs + pairs)
-        self.previous = current
+        self.steps += len(active)
+        self.sets.append(np.packbits(active, axis=-1))
+        within = ~episode_starts  # pairs (previous step, this step) of one episode
+        changed = (previous != active).any(axis=-1)  # (B', L)
+        switches, pairs = int(changed[within].sum()), int(within.sum()) * active.shape[1]
+        self.switches = Switches(self.switches.switches + switches, self.switches.pairs + pairs)
 
     def metrics(self, prefix: str) -> dict[str, float]:
         """:param prefix: the metric names' prefix, e.g. ``"eval/train"``
@@ -223,57 +228,120 @@ class SelectionStats:
         return self
 
 
-def run_episodes(
-    model: Any,
-    env: VecEnv,
-    n_episodes: int,
-    deterministic: bool,
-    seed: int,
-    on_step: Callable[[np.ndarray, np.ndarray], None] | None = None,
-) -> Episodes:
-    """Play ``n_episodes`` episodes with a recurrent agent.
+class _Rows(NamedTuple):
+    """The sub-envs of one evaluation, ``R`` rows: target by target, sampled then greedy, sub-env by sub-env.
 
-    :param model: anything with SB3's recurrent ``predict(obs, state, episode_start, deterministic)``
-    :param env: the VecEnv (``n`` sub-envs); it is re-seeded with ``seed``
-    :param n_episodes: ``M``, episodes to count; sub-env ``i`` counts its first ``(M + i) // n``
-    :param deterministic: greedy instead of sampled actions
-    :param seed: seed of the env for this evaluation
-    :param on_step: ``on_step(counted, episode_starts)``, called after each ``predict`` with two ``(n,)`` bool
-        masks: the sub-envs still counting episodes, and those whose step starts an episode
-    :return: the counted episodes, ``(M,)`` each
+    :param target: ``(R,)`` index of the row's target
+    :param greedy: ``(R,)`` bool, greedy actions
+    :param sub_env: ``(R,)`` its index ``i`` among its target's and mode's ``n`` sub-envs
+    :param quota: ``(R,)`` episodes it counts, ``(M + i) // n``
     """
-    n = env.num_envs
-    targets = np.array([(n_episodes + i) // n for i in range(n)])
-    counts = np.zeros(n, dtype=int)
-    returns: list[float] = []
-    lengths: list[int] = []
-    current_return = np.zeros(n)
-    current_length = np.zeros(n, dtype=int)
-    env.seed(seed)
-    obs = env.reset()
-    state = None
-    episode_starts = np.ones(n, dtype=bool)
-    while (counts < targets).any():
-        actions, state = model.predict(obs, state=state, episode_start=episode_starts, deterministic=deterministic)
-        if on_step is not None:
-            on_step(counts < targets, episode_starts)
-        obs, rewards, dones, _ = env.step(actions)
-        current_return += rewards
-        current_length += 1
-        for i in np.flatnonzero(dones):
-            if counts[i] < targets[i]:
-                returns.append(float(current_return[i]))
-                lengths.append(int(current_length[i]))
-                counts[i] += 1
-            current_return[i] = 0.0
-            current_length[i] = 0
-        episode_starts = dones
-    return Episodes(np.array(returns), np.array(lengths))
+
+    target: np.ndarray
+    greedy: np.ndarray
+    sub_env: np.ndarray
+    quota: np.ndarray
 
 
-def episode_stats(sampled: Episodes, greedy: Episodes) -> dict[str, float]:
+def _rows(n_targets: int, n_episodes: int, n_envs: int) -> _Rows:
+    target, greedy, sub_env = (
+        a.ravel() for a in np.meshgrid(np.arange(n_targets), [False, True], np.arange(n_envs), indexing="ij")
+    )
+    return _Rows(target, greedy, sub_env, (n_episodes + sub_env) // n_envs)
+
+
+def _stack(observations: Sequence[Any]) -> Any:
+    """``B`` observations (dicts of arrays, or arrays) as one batch, as a VecEnv returns them."""
+    if isinstance(observations[0], dict):
+        return {key: np.stack([o[key] for o in observations]) for key in observations[0]}
+    return np.stack(observations)
+
+
+def play(
+    model: Any,
+    targets: Sequence[EvalTarget],
+    n_episodes: int,
+    n_envs: int,
+    seed: int,
+    max_steps: int | None = None,
+    on_step: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+    bar: tqdm | None = None,
+) -> list[tuple[Episodes, Episodes]]:
+    """Play ``n_episodes`` counted episodes per target and action mode in one vectorised pass (module docstring).
+
+    :param model: anything with SB3's recurrent ``predict(obs, state, episode_start, deterministic)`` that accepts a
+        ``(B,)`` bool array as ``deterministic`` (as :class:`agents.RecurrentActorCriticPolicy` does)
+    :param targets: the evaluated envs
+    :param n_episodes: ``M``, episodes counted per target and mode
+    :param n_envs: ``n``, sub-envs per target and mode (at most ``M`` are used)
+    :param seed: sub-env ``i`` of every target and mode is reset with ``seed + i`` first
+    :param max_steps: the cap on an episode's steps (``None``: none)
+    :param on_step: ``on_step(rows, episode_starts, targets)`` after each ``predict``: the ``(B,)`` indices of the
+        rows played (every one counting), whether their step starts an episode, and their target indices
+    :param bar: advanced by one per counted episode, its postfix the episodes done per target
+    :return: ``(sampled, greedy)`` episodes per target, ``(M,)`` each
+    """
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"expected max_steps >= 1 or None, got {max_steps}")
+    rows = _rows(len(targets), n_episodes, min(n_envs, n_episodes))
+    envs = [targets[t].make_env() for t in rows.target]
+    played: dict[tuple[int, bool], list[tuple[float, int, bool]]] = {
+        (t, greedy): [] for t in range(len(targets)) for greedy in (False, True)
+    }
+    try:
+        obs = [env.reset(seed=seed + int(i))[0] for env, i in zip(envs, rows.sub_env, strict=True)]
+        counts = np.zeros(len(envs), dtype=int)
+        returns = np.zeros(len(envs))
+        lengths = np.zeros(len(envs), dtype=int)
+        starts = np.ones(len(envs), dtype=bool)
+        live = np.flatnonzero(counts < rows.quota)  # the rows still counting, played this step
+        state = None
+        while live.size:
+            actions, state = model.predict(
+                _stack([obs[r] for r in live]), state=state, episode_start=starts[live], deterministic=rows.greedy[live]
+            )
+            if on_step is not None:
+                on_step(live, starts[live], rows.target[live])
+            for j, r in enumerate(live):
+                obs[r], reward, terminated, truncated, _ = envs[r].step(actions[j])
+                returns[r] += float(reward)
+                lengths[r] += 1
+                capped = max_steps is not None and lengths[r] >= max_steps and not (terminated or truncated)
+                starts[r] = terminated or truncated or capped
+                if starts[r]:
+                    played[(int(rows.target[r]), bool(rows.greedy[r]))].append((returns[r], lengths[r], capped))
+                    counts[r] += 1
+                    returns[r], lengths[r] = 0.0, 0
+                    if counts[r] < rows.quota[r]:
+                        obs[r] = envs[r].reset()[0]
+                    if bar is not None:
+                        bar.update(1)
+            if bar is not None and starts[live].any():
+                done = np.bincount(rows.target, weights=counts, minlength=len(targets))
+                bar.set_postfix_str(
+                    ", ".join(f"{t.name} {int(d)}/{2 * n_episodes}" for t, d in zip(targets, done, strict=True)),
+                    refresh=False,
+                )
+            keep = counts[live] < rows.quota[live]
+            if not keep.all():
+                live = live[keep]
+                state = None if state is None else map_state(lambda s, keep=keep: s[:, keep], state)
+    finally:
+        for env in envs:
+            env.close()
+    return [
+        tuple(  # type: ignore[misc]  # a pair
+            Episodes(*(np.array(column) for column in zip(*played[(t, greedy)], strict=True)))
+            for greedy in (False, True)
+        )
+        for t in range(len(targets))
+    ]
+
+
+def episode_stats(sampled: Episodes, greedy: Episodes, capped: bool = False) -> dict[str, float]:
     """:param sampled: episodes with sampled actions
     :param greedy: episodes with greedy actions
+    :param capped: add ``capped_fraction`` and ``greedy_capped_fraction`` (an evaluation with a cap)
     :return: :data:`STATS` (success: return > 0)
     """
     stats = {}
@@ -282,48 +350,84 @@ def episode_stats(sampled: Episodes, greedy: Episodes) -> dict[str, float]:
         stats[f"{prefix}return_std"] = float(eps.returns.std())
         stats[f"{prefix}success_rate"] = float((eps.returns > 0).mean())
         stats[f"{prefix}length_mean"] = float(eps.lengths.mean())
+        if capped:
+            stats[f"{prefix}capped_fraction"] = float(eps.capped.mean())
     return stats
 
 
 def _concat(episodes: Sequence[Episodes]) -> Episodes:
-    return Episodes(np.concatenate([e.returns for e in episodes]), np.concatenate([e.lengths for e in episodes]))
+    return Episodes(*(np.concatenate(column) for column in zip(*episodes, strict=True)))
 
 
-def evaluate(model: Any, targets: Sequence[EvalTarget], n_episodes: int, seed: int) -> dict[str, float]:
-    """Evaluate on every target, with sampled and with greedy actions.
+def eval_bar(total: int, desc: str) -> tqdm:
+    """:return: a bar of counted episodes (to stderr; refreshed every second on a terminal and cleared when done,
+    every 30 s and kept into a log file)"""
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, unit="episode", desc=desc, leave=not tty, mininterval=1.0 if tty else 30.0)
 
-    :param model: an SB3 recurrent algorithm
+
+def evaluate(
+    model: Any,
+    targets: Sequence[EvalTarget],
+    n_episodes: int,
+    n_envs: int,
+    seed: int,
+    max_steps: int | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Evaluate on every target, with sampled and with greedy actions, in one vectorised pass (:func:`play`).
+
+    :param model: an SB3 recurrent algorithm of :mod:`agents`
     :param targets: the evaluated envs (:func:`eval_targets`)
     :param n_episodes: episodes per target and action mode
+    :param n_envs: sub-envs per target and action mode (at most ``n_episodes`` are used)
     :param seed: env seed shared by all targets and both modes (same levels each evaluation)
-    :return: ``eval/<scope>/<stat>`` for each target and for the pooled ``train`` and ``heldout`` scopes, plus,
-        for a core that :func:`reports_units`, the selection statistics of :class:`SelectionStats` per target,
-        per side and over all targets (``eval/unit_activity/*``, ``eval/switch_rate``, ...)
+    :param max_steps: the cap on an episode's steps (module docstring); ``None``: no cap
+    :param progress: show a bar of counted episodes on stderr, with the episodes done per target
+    :return: ``eval/<scope>/<stat>`` for each target and for the pooled ``train`` and ``heldout`` scopes (with a
+        cap, ``capped_fraction`` and ``greedy_capped_fraction`` too), plus, for a core that :func:`reports_units`,
+        the selection statistics of :class:`SelectionStats` per target, per side and over all targets
+        (``eval/unit_activity/*``, ``eval/switch_rate``, ...)
     """
     core = getattr(model.policy, "core", None)
+    selection = [SelectionStats() for _ in targets] if reports_units(core) else None
+    last_active: dict[int, np.ndarray] = {}  # row -> (L, U), its active units at its last step
+
+    def record(rows: np.ndarray, episode_starts: np.ndarray, target_of: np.ndarray) -> None:
+        assert selection is not None and core is not None
+        last = core.last_active  # (T, B, L, U) bool
+        if last.shape[0] != 1 or last.shape[1] != len(rows):
+            raise ValueError(f"expected the active units of one step, (1, {len(rows)}, L, U), got {tuple(last.shape)}")
+        active = last[0].cpu().numpy()  # (B, L, U)
+        previous = np.stack([last_active.get(int(r), a) for r, a in zip(rows, active, strict=True)])
+        for t in np.unique(target_of):
+            mine = target_of == t
+            selection[t].update(active[mine], previous[mine], episode_starts[mine])
+        last_active.update(zip(rows.tolist(), active, strict=True))
+
+    desc = f"eval ({n_episodes} episodes per env and mode)"
+    bar = eval_bar(2 * n_episodes * len(targets), desc) if progress else None
+    try:
+        played = play(model, targets, n_episodes, n_envs, seed, max_steps, record if selection else None, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    capped = max_steps is not None
     metrics: dict[str, float] = {}
-    pooled: dict[str, tuple[list[Episodes], list[Episodes]]] = {}
-    all_selection = SelectionStats(core) if reports_units(core) else None
-    side_selection: dict[str, SelectionStats] = {}
-    for target in targets:
-        selection = SelectionStats(core) if all_selection is not None else None
-        on_step = selection.update if selection is not None else None
-        sampled = run_episodes(model, target.env, n_episodes, False, seed, on_step)
-        greedy = run_episodes(model, target.env, n_episodes, True, seed, on_step)
-        metrics.update({f"eval/{target.name}/{k}": v for k, v in episode_stats(sampled, greedy).items()})
-        if selection is not None and all_selection is not None:
-            metrics.update(selection.metrics(f"eval/{target.name}"))
-            side = side_selection.setdefault(target.scope, SelectionStats(core))
-            side += selection
-            all_selection += selection
-        side_episodes = pooled.setdefault(target.scope, ([], []))
-        side_episodes[0].append(sampled)
-        side_episodes[1].append(greedy)
-    for scope, (sampled_list, greedy_list) in pooled.items():
-        stats = episode_stats(_concat(sampled_list), _concat(greedy_list))
+    pooled: dict[str, list[tuple[Episodes, Episodes]]] = {}
+    for target, pair in zip(targets, played, strict=True):
+        metrics.update({f"eval/{target.name}/{k}": v for k, v in episode_stats(*pair, capped).items()})
+        pooled.setdefault(target.scope, []).append(pair)
+    for scope, pairs in pooled.items():
+        stats = episode_stats(_concat([p[0] for p in pairs]), _concat([p[1] for p in pairs]), capped)
         metrics.update({f"eval/{scope}/{k}": v for k, v in stats.items()})
-    for scope, side in side_selection.items():
-        metrics.update(side.metrics(f"eval/{scope}"))
-    if all_selection is not None:
-        metrics.update(all_selection.metrics("eval"))
+    if selection is not None:
+        every, sides = SelectionStats(), {scope: SelectionStats() for scope in pooled}
+        for target, stats_t in zip(targets, selection, strict=True):
+            metrics.update(stats_t.metrics(f"eval/{target.name}"))
+            sides[target.scope] += stats_t
+            every += stats_t
+        for scope, side in sides.items():
+            metrics.update(side.metrics(f"eval/{scope}"))
+        metrics.update(every.metrics("eval"))
     return metrics

@@ -5,7 +5,8 @@ Examples::
     rims-rl-eval checkpoint=outputs/2026-11-26/09-30-00                 # latest checkpoint, its own split
     rims-rl-eval checkpoint=outputs/.../checkpoints/frames_000000300032 env=doorkey episodes=100
 
-The metrics are those logged during training (:mod:`experiments.eval_loop`): ``eval/<scope>/<stat>``.
+The metrics are those logged during training (:mod:`experiments.eval_loop`): ``eval/<scope>/<stat>``. A bar of
+the counted episodes (with the episodes done per env id) is shown on stderr while it plays.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Load the checkpoint and the config of the run that saved it, then evaluate on the split.
 
     :param cfg: the composed ``eval`` config
-    :return: ``{"checkpoint", "frames", "split", "model", "agent", "seed", "episodes", "metrics"}``
+    :return: ``{"checkpoint", "frames", "split", "model", "agent", "seed", "episodes", "max_steps", "metrics"}``
     :raises ConfigError: for a missing checkpoint or run config, a bad split or bad counts
     """
     check_config(cfg, EvalSchema)
@@ -95,12 +96,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     algo = run_cfg.agent.algo
     model = load_agent(checkpoint.model_path, algo, device=cfg.device)
     model.set_random_seed(cfg.seed)  # after loading, which re-seeds python, numpy and torch with the run's seed
-    targets = eval_targets(split, lambda env_id, seeds: envs.make_vec_env(env_id, n_envs, cfg.seed, level_seeds=seeds))
-    try:
-        metrics = evaluate(model, targets, episodes, cfg.seed)
-    finally:
-        for target in targets:
-            target.env.close()
+    targets = eval_targets(split, lambda env_id, seeds: envs.make_env_fn(env_id, level_seeds=seeds))
+    max_steps = None if cfg.max_steps is None else int(cfg.max_steps)
+    metrics = evaluate(model, targets, episodes, n_envs, cfg.seed, max_steps, progress=True)
     core, features, core_kwargs = split_model(to_dict(run_cfg.model))
     return {
         "checkpoint": str(checkpoint.path),
@@ -110,6 +108,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         "agent": algo,
         "seed": int(cfg.seed),
         "episodes": episodes,
+        "max_steps": max_steps,
         "metrics": metrics,
     }
 

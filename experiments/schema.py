@@ -191,6 +191,12 @@ class EvalSection:
     existed use ``episodes``."""
     final_n_envs: Any = field(default=MISSING, metadata=rule(whole(1)))
     """Envs per evaluated env id in the final evaluation (at most ``final_episodes`` are used)."""
+    max_steps: Any = field(default=MISSING, metadata=rule(optional(whole(1))))
+    """A cap on every evaluation's episodes (the final one's too): the most steps an evaluation plays per episode;
+    null = no cap. An episode that reaches it without ending is cut and counted as a failure with its return so far
+    (0 in MiniGrid) and length ``max_steps``; the episode counts are unchanged. The evaluation rows record
+    ``eval/max_steps`` and ``eval/<scope>/capped_fraction`` (and ``greedy_capped_fraction``), the fraction of counted
+    episodes cut, and the report notes it. Both backends."""
 
 
 @dataclass
@@ -380,6 +386,11 @@ class EvalSchema:
     """Episodes per env id, with sampled and with greedy actions."""
     n_envs: Any = field(default=MISSING, metadata=rule(whole(1)))
     """Envs per evaluated env id (at most ``episodes`` are used)."""
+    max_steps: Any = field(default=MISSING, metadata=rule(optional(whole(1))))
+    """A cap on the episodes: the most steps an evaluation plays per episode; null = no cap. An episode that
+    reaches it without ending is cut and counted as a failure with its return so far (0 in MiniGrid) and length
+    ``max_steps``; the episode counts are unchanged. The JSON records ``max_steps`` and
+    ``eval/<scope>/capped_fraction`` (and ``greedy_capped_fraction``), the fraction of counted episodes cut."""
     seed: Any = field(default=MISSING, metadata=rule(whole(0, MAX_SEED)))
     """Seeds the evaluation envs and the sampled actions."""
     device: str = field(default=MISSING, metadata=rule(device))

@@ -21,6 +21,7 @@ import logging
 import random
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +144,7 @@ def train(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool = False)
     # 3. Envs: training envs seeded from the seed and the frame count (a resumed run plays new episodes)
     env_seed = cfg.seed if start == 0 else derive_seed(cfg.seed, start)
     env = build_train_env(cfg, spec, env_seed)
-    targets = build_eval_targets(spec, cfg.seed)
-    final_targets = build_eval_targets(spec, cfg.seed, final=True)
+    targets = build_eval_targets(spec)
 
     # 4. Agent: new, or restored with its RNG states
     if checkpoint is None:
@@ -169,12 +169,10 @@ def train(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool = False)
 
     # 6. Learn, evaluating and saving on schedule; at the end, one episode's selection raster per side
     try:
-        learn(model, spec, targets, final_targets, metrics, run_dir, cfg.seed)
+        learn(model, spec, targets, metrics, run_dir, cfg.seed)
     finally:
         metrics.close()
         env.close()
-        for target in [*targets, *final_targets]:
-            target.env.close()
 
 
 def seed_everything(seed: int, torch_threads: int) -> None:
@@ -219,7 +217,6 @@ def learn(
     model: BaseAlgorithm,
     spec: RunSpec,
     targets: list[EvalTarget],
-    final_targets: list[EvalTarget],
     metrics: MetricsLog,
     run_dir: Path,
     seed: int,
@@ -228,15 +225,16 @@ def learn(
     ``spec.eval_every`` and checkpointing every ``spec.checkpoint_every`` frames, and both at the end.
 
     Every evaluation row carries ``eval/episodes``, its episodes per env id and action mode: ``spec.eval_episodes``
-    on the curve's points; the evaluation at the end is the final one, ``spec.final_episodes`` on
-    ``final_targets``, marked ``eval/final: 1``. It is logged before the final checkpoint, so a run killed before
-    it is logged evaluates again after resuming, and exactly one final row remains. The selection rasters
+    (on ``spec.eval_n_envs`` sub-envs) on the curve's points; the evaluation at the end is the final one,
+    ``spec.final_episodes`` (on ``spec.final_n_envs``), marked ``eval/final: 1``; ``time/eval_seconds``, the wall
+    time it took; and with a cap (``spec.eval_max_steps``) ``eval/max_steps``. It is logged before the final
+    checkpoint, so a run killed before it is logged evaluates again after resuming, and exactly one final row
+    remains. The selection rasters
     (:func:`record_rasters`) are recorded before the final checkpoint too, so a resumed run never ends without them.
 
     :param model: the agent (its ``num_timesteps`` is where it starts)
     :param spec: the run's spec
     :param targets: the evaluated envs
-    :param final_targets: the same envs with ``spec.final_n_envs`` sub-envs each, for the final evaluation
     :param metrics: where evaluation results go
     :param run_dir: where checkpoints (and rasters) go
     :param seed: the run seed (the evaluation envs' seed is derived from it)
@@ -256,15 +254,27 @@ def learn(
             previous, frames = frames, model.num_timesteps
             done = frames >= spec.total_frames
             if done or frames // spec.eval_every > previous // spec.eval_every:
-                episodes = spec.final_episodes if done else spec.eval_episodes
-                results = evaluate(model, final_targets if done else targets, episodes, eval_seed)
+                episodes, n_envs = (
+                    (spec.final_episodes, spec.final_n_envs) if done else (spec.eval_episodes, spec.eval_n_envs)
+                )
+                began = time.perf_counter()
+                results = evaluate(model, targets, episodes, n_envs, eval_seed, spec.eval_max_steps, progress=True)
+                results["time/eval_seconds"] = time.perf_counter() - began
                 results["eval/episodes"] = episodes
+                if spec.eval_max_steps is not None:
+                    results["eval/max_steps"] = spec.eval_max_steps
                 if done:
                     results["eval/final"] = 1
                 metrics.log(frames, results)
                 train_return, heldout_return = results["eval/train/return_mean"], results["eval/heldout/return_mean"]
                 bar.set_postfix(train=train_return, heldout=heldout_return, refresh=False)
-                log.info("frames %d: return train %.3f, held-out %.3f", frames, train_return, heldout_return)
+                log.info(
+                    "frames %d: return train %.3f, held-out %.3f (evaluation: %.1f s)",
+                    frames,
+                    train_return,
+                    heldout_return,
+                    results["time/eval_seconds"],
+                )
             if done:
                 record_rasters(model, spec, run_dir, seed)
             if done or frames // spec.checkpoint_every > previous // spec.checkpoint_every:

@@ -253,9 +253,14 @@ def _learn(
             done = frames >= spec.total_frames
             if done or frames // spec.eval_every > previous // spec.eval_every:
                 final = done
+                began = time.perf_counter()
                 results = evaluators(state.params, plan.seeds, final)
+                eval_seconds = time.perf_counter() - began
                 for i, metrics_log in enumerate(logs):
                     row = {**results[i], "eval/episodes": spec.final_episodes if final else spec.eval_episodes}
+                    row["time/eval_seconds"] = eval_seconds  # all seeds of the job together
+                    if spec.eval_max_steps is not None:
+                        row["eval/max_steps"] = spec.eval_max_steps
                     if final:
                         row["eval/final"] = 1
                     metrics_log.log(frames, row)
@@ -331,7 +336,14 @@ class Evaluators:
             def both_modes(params: Any, key: Any) -> Any:
                 def play(greedy: Any) -> Any:
                     return evaluate(
-                        params, key, env=env, config=config, episodes=episodes, n_envs=n_envs, greedy=greedy
+                        params,
+                        key,
+                        env=env,
+                        config=config,
+                        episodes=episodes,
+                        n_envs=n_envs,
+                        greedy=greedy,
+                        max_steps=spec.eval_max_steps,
                     )
 
                 return jax.vmap(play)(jax.numpy.array([False, True]))
@@ -343,28 +355,40 @@ class Evaluators:
         """:return: one ``eval/*`` dict per seed; every evaluation of a seed plays the same levels"""
         keys = jax.numpy.stack([jax.random.PRNGKey(eval_seed_of(seed)) for seed in seeds])
         played = []
-        for index in range(len(self.targets)):
+        for index, target in enumerate(self.targets):
+            began = time.perf_counter()
             keys_i = jax.vmap(lambda k, i=index: jax.random.fold_in(k, i))(keys)
             played.append(jax.device_get(self._evaluate(index, final)(params, keys_i)))
+            log.info(
+                "evaluation %d/%d: %s played (%.1f s)",
+                index + 1,
+                len(self.targets),
+                target.name,
+                time.perf_counter() - began,
+            )
         return [self._metrics(played, s) for s in range(len(seeds))]
 
     def _metrics(self, played: list[dict[str, Any]], s: int) -> dict[str, float]:
+        capped = self.spec.eval_max_steps is not None
         metrics: dict[str, float] = {}
         sides: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
         for target, results in zip(self.targets, played, strict=True):
             pair = ({k: v[s, 0] for k, v in results.items()}, {k: v[s, 1] for k, v in results.items()})
-            metrics.update(_episode_metrics(f"eval/{target.name}", [pair]))
+            metrics.update(_episode_metrics(f"eval/{target.name}", [pair], capped))
             metrics.update(_selection_metrics(f"eval/{target.name}", [pair]))
             sides.setdefault(target.scope, []).append(pair)
         for scope, pairs in sides.items():
-            metrics.update(_episode_metrics(f"eval/{scope}", pairs))
+            metrics.update(_episode_metrics(f"eval/{scope}", pairs, capped))
             metrics.update(_selection_metrics(f"eval/{scope}", pairs))
         metrics.update(_selection_metrics("eval", [pair for pairs in sides.values() for pair in pairs]))
         return metrics
 
 
-def _episode_metrics(prefix: str, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, float]:
-    """:data:`experiments.eval_loop.STATS` over the episodes of ``pairs`` (``(sampled, greedy)`` results)."""
+def _episode_metrics(
+    prefix: str, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]], capped: bool
+) -> dict[str, float]:
+    """:data:`experiments.eval_loop.STATS` over the episodes of ``pairs`` (``(sampled, greedy)`` results), and with
+    ``capped`` (an evaluation with a cap) ``capped_fraction`` and ``greedy_capped_fraction``."""
     metrics = {}
     for mode, name in ((0, ""), (1, "greedy_")):
         returns = np.concatenate([pair[mode]["returns"] for pair in pairs])
@@ -373,6 +397,10 @@ def _episode_metrics(prefix: str, pairs: Sequence[tuple[dict[str, Any], dict[str
         metrics[f"{prefix}/{name}return_std"] = float(returns.std())
         metrics[f"{prefix}/{name}success_rate"] = float((returns > 0).mean())
         metrics[f"{prefix}/{name}length_mean"] = float(lengths.mean())
+        if capped:
+            metrics[f"{prefix}/{name}capped_fraction"] = float(
+                np.concatenate([p[mode]["capped"] for p in pairs]).mean()
+            )
     return metrics
 
 

@@ -481,3 +481,14 @@ def test_protocol_options_off_leave_the_update_bit_identical(one_thread):
         policy_kwargs=dict(core="rim", core_kwargs={**CORES["rim"], "dropout": 0.1}, shared_core=True),
     ).learn(256)
     assert all(th.isfinite(p).all() for p in torch_ac.policy.parameters())
+
+
+def test_predict_with_a_deterministic_mask_is_greedy_exactly_where_it_is_set():
+    model = ppo("lstm")
+    obs = cartpole(n_envs=4, seed=3).reset()
+    starts = np.ones(4, dtype=bool)
+    greedy, _ = model.predict(obs, None, starts, deterministic=True)
+    mask = np.array([True, False, True, False])
+    mixed = [model.predict(obs, None, starts, deterministic=mask)[0] for _ in range(30)]
+    assert all((actions[mask] == greedy[mask]).all() for actions in mixed)
+    assert any((actions[~mask] != greedy[~mask]).any() for actions in mixed)  # the other rows are sampled

@@ -396,6 +396,21 @@ def test_evaluate_counts_episodes(core: str) -> None:
     np.testing.assert_array_equal(a["returns"], b["returns"])
 
 
+def test_the_cap_cuts_episodes_into_counted_failures() -> None:
+    env = cue_memory()  # episodes of 3 to 6 steps: the agent answers from step 3 on
+    config = small_config("lstm")
+    params = ppo.init(jax.random.key(0), env, config).params
+    play = functools.partial(ppo.evaluate, env=env, config=config, episodes=12, n_envs=4, greedy=False)
+    capped = jax.jit(functools.partial(play, max_steps=3))(params, jax.random.key(5))
+    assert capped["returns"].shape == (12,) and np.all(capped["lengths"] <= 3)
+    cut = np.asarray(capped["capped"])
+    assert cut.any() and not cut.all()
+    assert np.all(capped["lengths"][cut] == 3) and np.all(capped["returns"][cut] == 0.0)
+    np.testing.assert_allclose(capped["capped_fraction"], cut.mean())
+    free = jax.jit(play)(params, jax.random.key(5))
+    assert not np.asarray(free["capped"]).any() and np.any(free["lengths"] > 3)
+
+
 @pytest.mark.slow
 def test_ppo_learns_empty_5x5() -> None:
     """Five seeds in one vmapped program, 15 updates (15k frames) on navix's Empty-5x5: the sampled return rises

@@ -183,6 +183,25 @@ def test_the_report_states_the_episode_counts_of_final_scores_and_curve_points(t
     assert run.episodes() == ({100}, {10}) and run.episodes(final_evals=2) == ({10, 100}, {10})
 
 
+def test_the_report_names_the_step_cap_of_evaluations_that_had_one(tmp_path: Path) -> None:
+    write_run(tmp_path / "capped" / "0", "lstm64", 0, [100, 200, 300])
+    write_run(tmp_path / "capped" / "1", "lstm64", 1, [100, 200, 300])
+    path = tmp_path / "capped" / "0" / "metrics.jsonl"  # seed 0 evaluated with eval.max_steps=500, seed 1 without
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        if "eval/train/return_mean" in row:
+            row["eval/max_steps"] = 500
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out"
+    experiments.report.main([str(tmp_path / "capped"), "--out", str(out), "--reps", REPS])
+    (line,) = [line for line in (out / "report.md").read_text().splitlines() if "cap on episode steps" in line]
+    assert line.endswith(
+        ": 500 steps, no cap in the final evaluation (the final scores); 500 steps, no cap at the curves' other points."
+    )
+    experiments.report.main([str(tmp_path / "capped" / "1"), "--out", str(tmp_path / "out1"), "--reps", REPS])
+    assert "cap on episode steps" not in (tmp_path / "out1" / "report.md").read_text()  # no cap: no line
+
+
 def test_several_dirs_and_nested_runs(tmp_path: Path) -> None:
     write_run(tmp_path / "a" / "deep" / "er" / "0", "lstm64", 0, [100, 200])
     write_run(tmp_path / "b" / "0", "lstm64", 1, [100, 200])

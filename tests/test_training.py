@@ -31,7 +31,7 @@ import experiments.builders
 import experiments.checkpoint
 import experiments.eval_loop
 import experiments.metrics
-from experiments.eval_loop import STATS, EvalTarget, evaluate, run_episodes
+from experiments.eval_loop import STATS, EvalTarget, evaluate, play
 from experiments.metrics import read_metrics, truncate_metrics
 
 
@@ -52,25 +52,28 @@ def test_truncate_metrics_drops_rows_past_the_checkpoint_and_torn_lines(tmp_path
 
 
 class _FixedLengthEnv:
-    """A fake VecEnv: sub-env ``i`` ends its episodes after ``i + 1`` steps with reward ``i``."""
+    """A fake env: reset with seed ``i`` (sub-env ``i`` of an evaluation with seed 0), it ends its episodes after
+    ``i + 1`` steps with reward ``i``."""
 
-    def __init__(self, n: int) -> None:
-        self.num_envs = n
-        self.t = np.zeros(n, dtype=int)
+    def __init__(self) -> None:
+        self.i = self.t = 0
 
-    def seed(self, seed: int) -> None:
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        self.i = self.i if seed is None else seed
+        self.t = 0
+        return np.zeros(1), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self.t += 1
+        done = self.t >= self.i + 1
+        return np.zeros(1), float(self.i) if done else 0.0, done, False, {}
+
+    def close(self) -> None:
         pass
 
-    def reset(self) -> np.ndarray:
-        self.t[:] = 0
-        return np.zeros(self.num_envs)
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
-        self.t += 1
-        dones = self.t >= np.arange(1, self.num_envs + 1)
-        rewards = np.where(dones, np.arange(self.num_envs, dtype=float), 0.0)
-        self.t[dones] = 0
-        return np.zeros(self.num_envs), rewards, dones, [{} for _ in range(self.num_envs)]
+def _fixed_length_target(name: str = "A") -> EvalTarget:
+    return EvalTarget("train", name, name, _FixedLengthEnv)
 
 
 class _CountingModel:
@@ -78,19 +81,92 @@ class _CountingModel:
 
     def __init__(self) -> None:
         self.starts: list[np.ndarray] = []
+        self.deterministic: list[np.ndarray] = []
+        self.policy = SimpleNamespace()
 
-    def predict(self, obs: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False) -> Any:
+    def predict(self, obs: Any, state: Any = None, episode_start: Any = None, deterministic: Any = False) -> Any:
         self.starts.append(np.array(episode_start))
+        self.deterministic.append(np.array(deterministic))
         return np.zeros(len(obs), dtype=int), state
 
 
-def test_run_episodes_counts_exactly_m_episodes_without_favouring_short_ones() -> None:
+def test_play_counts_exactly_m_episodes_per_target_and_mode_without_favouring_short_ones() -> None:
     model = _CountingModel()
-    episodes = run_episodes(model, _FixedLengthEnv(3), n_episodes=7, deterministic=True, seed=0)  # type: ignore[arg-type]
+    played = play(model, [_fixed_length_target("A"), _fixed_length_target("B")], n_episodes=7, n_envs=3, seed=0)
     # sub-env i counts its first (7 + i) // 3 episodes: 2, 2, 3
-    assert sorted(episodes.lengths.tolist()) == [1, 1, 2, 2, 3, 3, 3]
-    assert sorted(episodes.returns.tolist()) == [0, 0, 1, 1, 2, 2, 2]
-    assert model.starts[0].all()  # the first step starts every episode
+    for sampled, greedy in played:
+        for episodes in (sampled, greedy):
+            assert sorted(episodes.lengths.tolist()) == [1, 1, 2, 2, 3, 3, 3]
+            assert sorted(episodes.returns.tolist()) == [0, 0, 1, 1, 2, 2, 2]
+            assert not episodes.capped.any()
+    assert model.starts[0].all() and len(model.starts[0]) == 12  # one call for 2 targets x 2 modes x 3 sub-envs
+    # a sub-env stops once it has counted its episodes: sub-env 0 after 2 steps, 1 after 4, 2 after 9
+    assert [len(starts) for starts in model.starts] == [12, 12, 8, 8, 4, 4, 4, 4, 4]
+    assert [deterministic.tolist() for deterministic in model.deterministic[:1]] == [([False] * 3 + [True] * 3) * 2]
+
+
+def test_the_cap_cuts_episodes_into_counted_failures() -> None:
+    sampled, greedy = play(_CountingModel(), [_fixed_length_target()], n_episodes=3, n_envs=3, seed=0, max_steps=2)[0]
+    # sub-env 2 plays 3-step episodes with reward 2: cut at 2 steps, return 0 so far; the others end by themselves
+    for episodes in (sampled, greedy):
+        assert sorted(
+            zip(episodes.lengths.tolist(), episodes.returns.tolist(), episodes.capped.tolist(), strict=True)
+        ) == [
+            (1, 0.0, False),
+            (2, 0.0, True),
+            (2, 1.0, False),
+        ]
+    metrics = evaluate(_CountingModel(), [_fixed_length_target()], n_episodes=3, n_envs=3, seed=0, max_steps=2)
+    assert metrics["eval/A/capped_fraction"] == metrics["eval/train/greedy_capped_fraction"] == pytest.approx(1 / 3)
+    assert "eval/A/capped_fraction" not in evaluate(_CountingModel(), [_fixed_length_target()], 3, 3, 0)
+
+
+def _play_alone(model: Any, env_id: str, level_seeds: list[int] | None, n_episodes: int, n_envs: int, seed: int) -> Any:
+    """The oracle: one env id alone on its own seeded ``n_envs`` VecEnv, greedy actions, each sub-env ``i``
+    counting its first ``(M + i) // n`` episodes; its ``(return, length)`` pairs, sorted."""
+    import envs
+
+    env = envs.make_vec_env(env_id, n_envs, seed, level_seeds=level_seeds)
+    quota = (n_episodes + np.arange(n_envs)) // n_envs
+    counts, returns, lengths = np.zeros(n_envs, dtype=int), np.zeros(n_envs), np.zeros(n_envs, dtype=int)
+    episodes, obs, state, starts = [], env.reset(), None, np.ones(n_envs, dtype=bool)
+    while (counts < quota).any():
+        actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=True)
+        obs, rewards, starts, _ = env.step(actions)
+        returns, lengths = returns + rewards, lengths + 1
+        for i in np.flatnonzero(starts):
+            if counts[i] < quota[i]:
+                episodes.append((round(float(returns[i]), 5), int(lengths[i])))  # a VecEnv's rewards are float32
+                counts[i] += 1
+            returns[i], lengths[i] = 0.0, 0
+    env.close()
+    return sorted(episodes)
+
+
+class _WallFollower:
+    """A scripted model whose actions depend on the level: forward, or turn right where a wall is in front."""
+
+    policy = SimpleNamespace()
+
+    def predict(self, obs: Any, state: Any = None, episode_start: Any = None, deterministic: Any = False) -> Any:
+        return np.where(obs["image"][:, 3, 5, 0] == 2, 1, 2), state  # the cell in front: object index 2 is a wall
+
+
+def test_one_pass_over_all_targets_plays_each_targets_levels_as_playing_it_alone() -> None:
+    """The episodes of each env id in the joint pass (all targets, both modes, one predict per step) equal those
+    of the env id played alone on its own VecEnv with the same seed: same levels, same counting."""
+    import envs
+
+    split = envs.Split("s", ["MiniGrid-Empty-Random-5x5-v0"], ["MiniGrid-FourRooms-v0"], heldout_seeds=[3, 8, 11])
+    targets = experiments.eval_loop.eval_targets(split, lambda i, seeds: envs.make_env_fn(i, level_seeds=seeds))
+    played = play(_WallFollower(), targets, n_episodes=5, n_envs=3, seed=7)
+    for target, pair in zip(targets, played, strict=True):
+        seeds = split.heldout_seeds if target.scope == "heldout" else None
+        alone = _play_alone(_WallFollower(), target.env_id, seeds, n_episodes=5, n_envs=3, seed=7)
+        for episodes in pair:
+            assert sorted(zip(episodes.returns.round(5).tolist(), episodes.lengths.tolist(), strict=True)) == alone
+    lengths = {length for pair in played for episodes in pair for length in episodes.lengths.tolist()}
+    assert len(lengths) > 2  # the levels differ, so a level played out of turn would show
 
 
 class _Core:
@@ -101,19 +177,19 @@ class _Core:
 
 class _ScriptedSelectionModel:
     """A fake recurrent model whose core (one layer, three units) has unit set ``0, 1`` or ``1, 2`` active: it
-    flips a sub-env's set at every step, or (``flip_at_starts``) only when the sub-env's episode starts."""
+    flips a sub-env's set at every step, or (``flip_at_starts``) only when the sub-env's episode starts. Its
+    recurrent state ``(1, B)`` counts each sub-env's flips (so it follows the sub-envs that remain playing)."""
 
     def __init__(self, flip_at_starts: bool) -> None:
         self.flip_at_starts = flip_at_starts
         self.policy = SimpleNamespace(core=_Core())
-        self.flips: np.ndarray | None = None
 
-    def predict(self, obs: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False) -> Any:
+    def predict(self, obs: Any, state: Any = None, episode_start: Any = None, deterministic: Any = False) -> Any:
         flip = np.asarray(episode_start, dtype=bool) if self.flip_at_starts else np.ones(len(obs), dtype=bool)
-        self.flips = flip.astype(int) if self.flips is None else self.flips + flip
+        flips = (np.zeros((1, len(obs)), dtype=int) if state is None else state) + flip
         sets = np.array([[True, True, False], [False, True, True]])
-        self.policy.core.last_active = torch.as_tensor(sets[self.flips % 2])[None, :, None]  # (1, B, 1, 3)
-        return np.zeros(len(obs), dtype=int), state
+        self.policy.core.last_active = torch.as_tensor(sets[flips[0] % 2])[None, :, None]  # (1, B, 1, 3)
+        return np.zeros(len(obs), dtype=int), flips
 
 
 @pytest.mark.parametrize(("flip_at_starts", "switch_rate"), [(False, 1.0), (True, 0.0)])
@@ -122,7 +198,7 @@ def test_switch_rate_counts_changes_within_episodes_and_not_at_resets(flip_at_st
     alternate at every step (every pair within an episode switches) or change only where an episode starts
     (a reset is not a switch); either way each set is active on 6 of the 12 counted steps: 1 bit."""
     model = _ScriptedSelectionModel(flip_at_starts)
-    metrics = evaluate(model, [EvalTarget("train", "A", "A", _FixedLengthEnv(3))], n_episodes=6, seed=0)  # type: ignore[list-item]
+    metrics = evaluate(model, [_fixed_length_target()], n_episodes=6, n_envs=3, seed=0)
     for scope in ("A", "train"):
         assert metrics[f"eval/{scope}/switch_rate"] == switch_rate
         assert metrics[f"eval/{scope}/selection_entropy"] == pytest.approx(1.0)
@@ -132,18 +208,17 @@ def test_switch_rate_counts_changes_within_episodes_and_not_at_resets(flip_at_st
 
 
 def test_a_fixed_set_has_no_switches_and_no_entropy() -> None:
-    core = _Core()
-    stats = experiments.eval_loop.SelectionStats(core)
+    stats = experiments.eval_loop.SelectionStats()
+    active = np.array([[[True, False, True, False]], [[False, True, True, False]]])  # (2, 1, 4)
     for t in range(5):
-        core.last_active = torch.tensor([[[[True, False, True, False]], [[False, True, True, False]]]])  # (1, 2, 1, 4)
-        stats.update(np.array([True, True]), np.array([t == 0, t == 3]))
+        stats.update(active, active, np.array([t == 0, t in (0, 3)]))
     metrics = stats.metrics("eval/x")
     # Two samples, two episodes of sample 1: 4 + 3 pairs; sample 0 always has {0, 2}, sample 1 {1, 2}.
     assert stats.switches == experiments.eval_loop.Switches(0, 7)
     assert metrics["eval/x/switch_rate"] == 0.0
     assert metrics["eval/x/selection_entropy"] == pytest.approx(1.0)  # two fixed sets, equally often
-    one = experiments.eval_loop.SelectionStats(core)
-    one.update(np.array([True, False]), np.array([True, True]))
+    one = experiments.eval_loop.SelectionStats()
+    one.update(active[:1], active[:1], np.array([True]))
     assert one.metrics("eval/y")["eval/y/selection_entropy"] == 0.0  # one set only
     assert "eval/y/switch_rate" not in one.metrics("eval/y")  # no pair of steps yet
 
@@ -190,7 +265,10 @@ def test_tiny_run_logs_train_and_heldout_metrics(
     tmp_path: Path, model: str, agent: str, train: Run, tiny: Callable[..., list[str]]
 ) -> None:
     run_dir = tmp_path / "run"
-    ok(train([*tiny(model, agent), f"hydra.run.dir={run_dir}"]))
+    proc = train([*tiny(model, agent), f"hydra.run.dir={run_dir}"])
+    ok(proc)
+    # the evaluation's bar of counted episodes, with each env id's episodes done (3 env ids x 2 modes x 2 final)
+    assert "12/12 [" in proc.stderr and f"{HELDOUT[1]} 4/4" in proc.stderr
 
     rows = read_metrics(run_dir / "metrics.jsonl")
     check_no_duplicates(rows)
@@ -203,6 +281,7 @@ def test_tiny_run_logs_train_and_heldout_metrics(
     assert [row["frames"] for row in evals] == [128, 256]
     # Episodes per env id: eval.episodes=1 on the curve, eval.final_episodes=2 in the final evaluation (the last row).
     assert [(row["eval/episodes"], row.get("eval/final")) for row in evals] == [(1, None), (2, 1)]
+    assert all(row["time/eval_seconds"] > 0 and "eval/max_steps" not in row for row in evals)  # no cap: not logged
     assert rows[-1]["frames"] == 256
     activity = {k for k in keys if "unit_activity/" in k}
     selection = {k for k in keys if k.endswith(("/switch_rate", "/selection_entropy"))}
@@ -335,11 +414,21 @@ def test_eval_cli_on_a_checkpoint(tmp_path: Path, train: Run, tiny: Callable[...
         result["metrics"]
     )
     # a run directory means its latest checkpoint; no env= means the run's own split
-    proc = run_cli("experiments.evaluate", [f"checkpoint={run_dir}", "episodes=1", "hydra.run.dir=eval2"])
+    assert result["max_steps"] is None and "eval/train/capped_fraction" not in result["metrics"]
+    assert "MiniGrid-Empty-6x6-v0 4/4" in proc.stderr  # the bar: 2 episodes x 2 modes done
+    # a run directory means its latest checkpoint; no env= means the run's own split; a cap of 2 steps cuts all
+    cap = ["episodes=1", "max_steps=2", "hydra.run.dir=eval2"]
+    proc = run_cli("experiments.evaluate", [f"checkpoint={run_dir}", *cap])
     ok(proc)
     result = json.loads(proc.stdout)
     assert result["frames"] == 256
-    assert f"eval/{HELDOUT[1]}/return_mean" in result["metrics"]
+    assert result["max_steps"] == 2
+    assert result["metrics"][f"eval/{HELDOUT[1]}/length_mean"] == 2.0
+    assert (
+        result["metrics"]["eval/heldout/capped_fraction"]
+        == result["metrics"]["eval/train/greedy_capped_fraction"]
+        == 1.0
+    )
 
 
 def test_the_final_evaluation_plays_final_episodes_per_env_on_final_n_envs(
@@ -353,21 +442,21 @@ def test_the_final_evaluation_plays_final_episodes_per_env_on_final_n_envs(
     overrides = [*TINY_MODEL["lstm"], *TINY_AGENT["ppo"], *TINY, "logger.wandb.mode=disabled"]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", [*overrides, "eval.final_episodes=6", "eval.final_n_envs=4"])
-    played = []  # (sub-envs, episodes asked, episodes counted) per run_episodes call
-    real = experiments.eval_loop.run_episodes
+    played = []  # (targets, sub-envs, episodes asked, episodes counted per target and mode) per evaluation
+    real = experiments.eval_loop.play
 
-    def counting(model, env, n_episodes, deterministic, seed, on_step=None):
-        episodes = real(model, env, n_episodes, deterministic, seed, on_step)
-        played.append((env.num_envs, n_episodes, len(episodes.returns)))
-        return episodes
+    def counting(model, targets, n_episodes, n_envs, *args):
+        pairs = real(model, targets, n_episodes, n_envs, *args)
+        played.append((len(targets), n_envs, n_episodes, [len(e.returns) for pair in pairs for e in pair]))
+        return pairs
 
-    monkeypatch.setattr(experiments.eval_loop, "run_episodes", counting)
+    monkeypatch.setattr(experiments.eval_loop, "play", counting)
     run_training(cfg, build_spec(cfg), tmp_path)
     evals = [row for row in read_metrics(tmp_path / "metrics.jsonl") if "eval/episodes" in row]
     marks = [(row["frames"], row["eval/episodes"], row.get("eval/final")) for row in evals]
     assert marks == [(128, 1, None), (256, 6, 1)]
     # Three envs (one train, two held-out), sampled and greedy: 1 episode on 1 sub-env each, then 6 on 4.
-    assert played == [(1, 1, 1)] * 6 + [(4, 6, 6)] * 6
+    assert played == [(3, 1, 1, [1] * 6), (3, 4, 6, [6] * 6)]
 
 
 def test_the_selection_rasters_are_recorded_before_the_final_checkpoint(

@@ -631,7 +631,15 @@ def update(state: TrainState, env: Any, config: PPOConfig) -> tuple[TrainState, 
 
 
 def evaluate(
-    params: Any, key: Array, *, env: Any, config: PPOConfig, episodes: int, n_envs: int, greedy: bool | Array
+    params: Any,
+    key: Array,
+    *,
+    env: Any,
+    config: PPOConfig,
+    episodes: int,
+    n_envs: int,
+    greedy: bool | Array,
+    max_steps: int | None = None,
 ) -> dict[str, Array]:
     """Play ``episodes`` whole episodes on ``n_envs`` envs; env ``i`` counts its first ``(episodes + i) // n_envs``
     (SB3's ``evaluate_policy``, so short episodes are not favoured). Pure; jit it with everything but ``params`` and
@@ -645,8 +653,12 @@ def evaluate(
     :param n_envs: envs played at once (at most ``episodes`` are used).
     :param greedy: take the most likely action instead of sampling; a Python bool or a traced bool (``jax.vmap``
         over ``[False, True]`` plays both modes in one compiled program).
-    :return: ``return_mean``, ``return_std``, ``success_rate`` (return > 0), ``length_mean``, ``episodes``; the
-        per-episode ``returns`` and ``lengths`` ``(M,)``; with a core that sows its active units (RIM): over the
+    :param max_steps: the cap (``None``: none): an episode that reaches ``max_steps`` steps without ending is cut
+        (its env reset) and counted as a failure with its return so far and length ``max_steps``, as the torch
+        evaluation (:mod:`experiments.eval_loop`).
+    :return: ``return_mean``, ``return_std``, ``success_rate`` (return > 0), ``length_mean``, ``episodes``,
+        ``capped_fraction`` (of the counted episodes, cut by the cap); the per-episode ``returns``, ``lengths`` and
+        ``capped`` ``(M,)``; with a core that sows its active units (RIM): over the
         steps of the counted episodes, ``unit_activity`` ``(L, U)`` (fraction of steps each unit was active),
         ``switch_rate`` (fraction of consecutive step pairs of one episode whose active set differs, over layers)
         and ``selection_entropy`` (bits of the distribution of active sets per layer, averaged over layers), the
@@ -655,6 +667,8 @@ def evaluate(
     """
     if episodes < 1 or n_envs < 1:
         raise ValueError(f"expected episodes >= 1 and n_envs >= 1, got episodes={episodes}, n_envs={n_envs}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"expected max_steps >= 1 or None, got {max_steps}")
     n_envs = min(n_envs, episodes)
     policy = make_policy(config, env.num_actions)
     counts = (episodes + np.arange(n_envs)) // n_envs  # (n,) episodes counted per env
@@ -686,6 +700,7 @@ def evaluate(
         "ep_length": jnp.zeros(n_envs, jnp.int32),
         "returns": zeros_f,
         "lengths": zeros_f,
+        "capped": jnp.zeros(episodes, bool),
         "active_steps": jnp.zeros(active_shape, jnp.float32),
         "steps": jnp.zeros((), jnp.float32),
         "switches": jnp.zeros((), jnp.float32),
@@ -695,7 +710,10 @@ def evaluate(
     }
 
     def body(c: dict[str, Any]) -> dict[str, Any]:
-        rng, key_action, key_env = jax.random.split(c["rng"], 3)
+        if max_steps is None:
+            rng, key_action, key_env = jax.random.split(c["rng"], 3)
+        else:
+            rng, key_action, key_env, key_cut = jax.random.split(c["rng"], 4)
         one_step = jax.tree.map(lambda x: x[None], c["obs"])
         (logits, _, core_state), extra = policy.apply(
             params, one_step, c["core_state"], c["starts"][None], mutable="intermediates"
@@ -709,6 +727,17 @@ def evaluate(
         counting = c["done_count"] < quota  # (n,) this step belongs to a counted episode
         ep_return = c["ep_return"] + reward
         ep_length = c["ep_length"] + 1
+        cut = jnp.zeros(n_envs, bool)
+        if max_steps is not None:  # an episode at the cap is cut: its env starts the next one
+            cut = (ep_length >= max_steps) & ~dones
+            fresh_state, fresh_obs = jax.vmap(env.reset)(jax.random.split(key_cut, n_envs))
+
+            def restart(fresh: Array, old: Array) -> Array:
+                return jnp.where(cut.reshape(-1, *[1] * (old.ndim - 1)), fresh, old)
+
+            env_state = jax.tree.map(restart, fresh_state, env_state)
+            obs = jax.tree.map(restart, fresh_obs, obs)
+            dones = dones | cut
         record = dones & counting
         slot = jnp.where(record, offsets + c["done_count"], episodes)  # out of range: dropped
         new = dict(c)
@@ -723,6 +752,7 @@ def evaluate(
             ep_length=jnp.where(dones, 0, ep_length),
             returns=c["returns"].at[slot].set(ep_return, mode="drop"),
             lengths=c["lengths"].at[slot].set(ep_length.astype(jnp.float32), mode="drop"),
+            capped=c["capped"].at[slot].set(cut, mode="drop"),
         )
         if has_active:
             active = extra["intermediates"]["core"]["active"][0][0]  # (n, L, U)
@@ -748,8 +778,10 @@ def evaluate(
         "success_rate": (returns > 0).mean(),
         "length_mean": lengths.mean(),
         "episodes": jnp.asarray(episodes, jnp.float32),
+        "capped_fraction": c["capped"].mean(),
         "returns": returns,
         "lengths": lengths,
+        "capped": c["capped"],
     }
     if has_active:
         p = c["set_counts"] / jnp.maximum(c["set_counts"].sum(-1, keepdims=True), 1.0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from experiments.published import Published, for_split
 from experiments.report.options import STAT_NAMES, Options
-from experiments.report.runs import HELDOUT, TRAIN, Run, relative_path, short_env, split_envs
+from experiments.report.runs import HELDOUT, MAX_STEPS, TRAIN, Run, relative_path, short_env, split_envs
 from experiments.report.split import SplitReport
 from experiments.report.stats import Estimate
 from experiments.report.tables import STATIC_SWITCH_RATE, FinalRow, SelectionRow, static_selection
@@ -66,6 +66,7 @@ def markdown(reports: Sequence[SplitReport], dirs: Sequence[Path], opts: Options
             "",
             _episodes_line(runs, opts.final_evals),
             "",
+            *_cap_lines(runs, opts.final_evals),
         ]
         for figure in rep.figures:
             lines += [f"![{figure.title}]({relative_path(figure.png, out)})", ""]
@@ -223,6 +224,30 @@ def _episodes_line(runs: Sequence[Run], final_evals: int) -> str:
         f"Episodes per env id and action mode: {_counts(final)} in {behind} (the final scores); "
         f"{_counts(curve)} at the curves' other points."
     )
+
+
+def _cap_lines(runs: Sequence[Run], final_evals: int) -> list[str]:
+    """A line (and a blank) naming the step caps of the evaluations (``eval/max_steps``), where any run had one."""
+    final: set[int | None] = set()
+    curve: set[int | None] = set()
+    for run in runs:
+        last, others = run.eval_settings(MAX_STEPS, final_evals)
+        final |= last
+        curve |= others
+    if not (final | curve) - {None}:
+        return []
+    behind = "the final evaluation" if final_evals == 1 else f"the last {final_evals} evaluations"
+
+    def caps(values: set[int | None]) -> str:
+        parts = [f"{n} steps" for n in sorted(n for n in values if n is not None)]
+        return ", ".join(parts + (["no cap"] if None in values else [])) or "none"
+
+    return [
+        f"**Evaluated with a cap on episode steps** (`eval.max_steps`; an episode cut there counts as a failure, "
+        f"`capped_fraction` in the metrics): {caps(final)} in {behind} (the final scores); {caps(curve)} at the "
+        f"curves' other points.",
+        "",
+    ]
 
 
 def _counts(counts: set[int | None]) -> str:

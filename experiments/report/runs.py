@@ -23,6 +23,8 @@ INFO_KEYS = ("split", "model", "seed", "train_envs", "heldout_envs")
 TRAIN, HELDOUT = "train", "heldout"
 #: An eval row's episodes per env id and action mode, and the mark of the final evaluation (``rims-rl-train``).
 EPISODES, FINAL = "eval/episodes", "eval/final"
+#: An eval row's cap on episode steps (``eval.max_steps``; absent: no cap).
+MAX_STEPS = "eval/max_steps"
 #: The file in which a report keeps its runs (:func:`save_runs`), so that a report directory is an input too.
 RUNS_FILE = "runs.jsonl"
 
@@ -78,9 +80,17 @@ class Run:
         :return: the counts of those last evaluations, and of the curve's other points; ``None`` where a row does
             not record it (runs logged before ``eval/episodes`` existed)
         """
+        return self.eval_settings(EPISODES, final_evals)
+
+    def eval_settings(self, key: str, final_evals: int = 1) -> tuple[set[int | None], set[int | None]]:
+        """:param key: a setting an evaluation row records, e.g. :data:`EPISODES` or :data:`MAX_STEPS`
+        :param final_evals: how many of the last evaluations make the final score (as :meth:`final`)
+        :return: its values in those last evaluations, and at the curve's other points; ``None`` where a row does
+            not record it
+        """
         rows = sorted((row for row in self.rows if f"eval/{TRAIN}/return_mean" in row), key=lambda row: row["frames"])
-        counts = [int(row[EPISODES]) if EPISODES in row else None for row in rows]
-        return set(counts[-final_evals:]), set(counts[:-final_evals])
+        values = [int(row[key]) if key in row else None for row in rows]
+        return set(values[-final_evals:]), set(values[:-final_evals])
 
     @property
     def last_eval_frames(self) -> int:
