@@ -40,6 +40,8 @@ try:
 except ImportError as err:  # a dependency of the package; say how to get it back
     raise ImportError(f"selection rasters are drawn with matplotlib: pip install matplotlib ({err})") from err
 
+from experiments.layout import fit_titles
+
 #: The events of an episode: kind -> label (and the order a step's events are listed in).
 EVENTS = {"key": "key picked up", "door": "door opened", "goal": "goal reached", "end": "episode end"}
 #: The line of each event (colour, style, width), drawn in this order (the episode's end under its goal).
@@ -247,7 +249,7 @@ def raster_figure(episodes: Sequence[SelectionEpisode], title: str) -> Figure:
     )
     for ax, episode in zip(axes[:, 0], episodes, strict=True):
         draw_raster(ax, episode, panel_title(episode))
-    fig.suptitle(title, fontsize=10)
+    fit_titles(fig, fig.suptitle(title, fontsize=10))
     return fig
 
 
@@ -278,6 +280,6 @@ def write_selection(episodes: Sequence[SelectionEpisode], run_dir: Path, title: 
     """
     paths = [save_episode(run_dir / SELECTION_DIR / f"{e.env}.json", e) for e in episodes]
     fig = raster_figure(episodes, title)
-    fig.savefig(run_dir / RASTER_FILE, dpi=120)
+    fig.savefig(run_dir / RASTER_FILE, dpi=120, bbox_inches="tight")  # the legends stand right of the axes
     plt.close(fig)
     return [*paths, run_dir / RASTER_FILE]

@@ -1,13 +1,16 @@
 """Fixtures shared by the runner and report tests: the command lines they run, in the test's temporary directory,
 and the tiny training budget they share (constants and checks: ``helpers.py``). JAX runs on the CPU with one XLA
-thread in every test and in the commands they start, since the tests share the machine's cores (pytest-xdist); set
-here, before any test module imports jax."""
+thread in every test and in the commands they start, since the tests share the machine's cores (pytest-xdist), and
+they all share one persistent compilation cache, made for the session, so a function is compiled once however many
+processes run it (a job, the same job killed and resumed); set here, before any test module imports jax."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +19,19 @@ from helpers import TINY, TINY_AGENT, TINY_MODEL, Run, clean_env
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first process (pytest, or xdist's controller) makes it
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE = tempfile.mkdtemp(prefix="rims-rl-tests-jax-cache-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # every compiled function, not only slow ones
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(2**32)  # a size limit makes jax lock the cache's files
+else:
+    _JAX_CACHE = None
+
+
+def pytest_unconfigure() -> None:
+    """Remove the session's compilation cache (in the process that made it)."""
+    if _JAX_CACHE is not None:
+        shutil.rmtree(_JAX_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

@@ -18,9 +18,12 @@ STATS = ("return_mean", "success_rate", "greedy_return_mean", "greedy_success_ra
 REPS = "50"  # bootstrap resamples: enough to exercise the CIs, fast on a shared CPU
 
 
-def score_of(model: str, seed: int, frames: int, scope: str, stat: str) -> float:
-    """A deterministic, distinct score for every (model, seed, frames, scope, stat)."""
-    scopes = ["train", "heldout", *TRAIN, *HELDOUT]
+def score_of(
+    model: str, seed: int, frames: int, scope: str, stat: str, envs: tuple[list[str], list[str]] = (TRAIN, HELDOUT)
+) -> float:
+    """A deterministic, distinct score for every (model, seed, frames, scope, stat); ``envs``: the run's train and
+    held-out envs."""
+    scopes = ["train", "heldout", *envs[0], *envs[1]]
     base = {"lstm64": 0.2, "rim64_u4_k3": 0.5}.get(model, 0.3)
     return round(base + 0.05 * seed + frames / 1e4 + 0.01 * scopes.index(scope) + 0.001 * STATS.index(stat), 6)
 
@@ -37,12 +40,14 @@ def write_run(
     units: int = 0,
     switch_rate: float | None = None,
     raster: bool = False,
+    envs: tuple[list[str], list[str]] = (TRAIN, HELDOUT),
 ) -> None:
     """A run directory in the runner's format: SB3 rows between eval rows, every eval key of the contract, and with
     ``units`` the unit activity a core with ``last_active`` logs (unit ``u`` active a fraction ``u / units``), with
     ``switch_rate`` also its switch rate (that value on every scope; the set entropy is ``2 * switch_rate``), and
     with ``raster`` a recorded episode per side (``selection/``; unit ``u`` active at steps ``t`` with
-    ``(t + u) % units == 0``, a key picked up at step 1, the end at step 5)."""
+    ``(t + u) % units == 0``, a key picked up at step 1, the end at step 5); ``envs``: its train and held-out envs."""
+    train, heldout = envs
     path.mkdir(parents=True)
     info = {
         "split": split,
@@ -50,8 +55,8 @@ def write_run(
         "core": model[:3] if model.startswith("rim") else "lstm",
         "agent": agent,
         "seed": seed,
-        "train_envs": TRAIN,
-        "heldout_envs": HELDOUT,
+        "train_envs": train,
+        "heldout_envs": heldout,
         "total_frames": eval_frames[-1],
         "wandb_id": wandb_id,
         **({"backend": backend} if backend is not None else {}),
@@ -61,17 +66,17 @@ def write_run(
     for frames in eval_frames:
         rows.append({"frames": frames - 16, "rollout/ep_rew_mean": 0.1, "time/fps": 100.0})
         row: dict[str, Any] = {"frames": frames}
-        for scope in ["train", "heldout", *TRAIN, *HELDOUT]:
+        for scope in ["train", "heldout", *train, *heldout]:
             for stat in STATS:
-                row[f"eval/{scope}/{stat}"] = score_of(model, seed, frames, scope, stat)
-        for prefix in ["eval/", *[f"eval/{env}/" for env in [*TRAIN, *HELDOUT]]] if units else []:
+                row[f"eval/{scope}/{stat}"] = score_of(model, seed, frames, scope, stat, envs)
+        for prefix in ["eval/", *[f"eval/{env}/" for env in [*train, *heldout]]] if units else []:
             row.update({f"{prefix}unit_activity/l0_u{u}": u / units for u in range(units)})
-        scopes = ["train", "heldout", *TRAIN, *HELDOUT]
+        scopes = ["train", "heldout", *train, *heldout]
         for prefix in ["eval/", *[f"eval/{scope}/" for scope in scopes]] if switch_rate is not None else []:
             row.update({f"{prefix}switch_rate": switch_rate, f"{prefix}selection_entropy": 2 * switch_rate})
         rows.append(row)
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for env, scope in [(TRAIN[0], "train"), (HELDOUT[0], "heldout")] if raster else []:
+    for env, scope in [(train[0], "train"), (heldout[0], "heldout")] if raster else []:
         active = np.array([[[(t + u) % units == 0 for u in range(units)]] for t in range(6)])  # (T, L, U)
         events = [Event(1, "key"), Event(5, "end")]
         save_episode(path / "selection" / f"{env}.json", SelectionEpisode(env, scope, active, events, 0.0))

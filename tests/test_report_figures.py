@@ -4,6 +4,7 @@ W&B, and a report on real runs made with the training CLI."""
 from __future__ import annotations
 
 import doctest
+import itertools
 import json
 import subprocess
 import sys
@@ -19,7 +20,10 @@ import experiments.report
 import experiments.report.cli
 import experiments.report.figures
 import experiments.report.markdown
-from experiments.report.figures import plt
+from experiments.report.figures import FIGURES, plt
+from experiments.report.options import Options
+from experiments.report.runs import find_runs, label_runs
+from experiments.selection import load_episodes, raster_figure
 
 
 @pytest.mark.parametrize(
@@ -181,3 +185,47 @@ def test_report_on_real_tiny_sweep(tmp_path: Path, run_cli: Run) -> None:
     for info in infos.values():
         assert info["wandb_id"] in md
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+#: Env ids and model labels longer than any shipped one (a panel's title holds one or several).
+LONG_ENVS = (
+    ["MiniGrid-ObstructedMaze-Full-v1-with-a-long-suffix", "MiniGrid-DoorKey-16x16-v0-with-another-long-suffix"],
+    ["MiniGrid-ObstructedMaze-Full-v1-with-a-long-suffix-heldout", "MiniGrid-KeyCorridorS6R3-v0-long"],
+)
+LONG_MODELS = ["lstm64", "rim192_u6_k4_set_with_a_very_long_model_label", "rim192_u6_k4_with_another_long_label"]
+
+
+def overlapping_texts(fig: Any) -> list[tuple[str, str]]:
+    """:param fig: a drawn figure
+    :return: the pairs of drawn, non-empty texts (titles, axis and tick labels, legend entries) whose boxes on the
+        canvas overlap (boxes that only touch do not)
+    """
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    undrawn = set()  # the tick labels matplotlib keeps but does not draw: outside the view, or of an axes turned off
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            for tick in [*axis.get_major_ticks(), *axis.get_minor_ticks()]:
+                if not (ax.axison and low - 1e-9 * (high - low) <= tick.get_loc() <= high + 1e-9 * (high - low)):
+                    undrawn |= {id(tick.label1), id(tick.label2)}
+    texts = [t for t in fig.findobj(plt.Text) if t.get_visible() and t.get_text().strip() and id(t) not in undrawn]
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    return [(a, b) for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2) if box_a.overlaps(box_b)]
+
+
+def test_no_figure_has_overlapping_text_at_long_env_names_and_labels(tmp_path: Path) -> None:
+    """Every figure of the report and a run's own raster, drawn for envs and models with long names."""
+    for i, (model, seed) in enumerate(itertools.product(LONG_MODELS, range(2))):
+        units = 0 if model.startswith("lstm") else 6
+        write_run(tmp_path / str(i), model, seed, [100, 200], "a_long_split_name", units=units, raster=bool(units),
+                  envs=LONG_ENVS)  # fmt: skip
+    runs = find_runs([tmp_path])
+    groups = label_runs(runs)
+    figures = [(figure.name, figure.draw("a_long_split_name", groups, Options(reps=int(REPS)))) for figure in FIGURES]
+    figures.append(("run raster", raster_figure(load_episodes(runs[-1].path), "a run's long title " * 6)))
+    assert all(fig is not None for _, fig in figures)  # every figure type has something to show here
+    overlaps = {name: pairs for name, fig in figures if (pairs := overlapping_texts(fig))}
+    for _, fig in figures:
+        plt.close(fig)
+    assert overlaps == {}

@@ -22,6 +22,7 @@ try:
 except ImportError as err:  # a dependency of the package; say how to get it back
     raise ImportError(f"rims-rl-report draws with matplotlib: pip install matplotlib ({err})") from err
 
+from experiments.layout import fit_titles
 from experiments.report.options import STAT_NAMES, Options, panels
 from experiments.report.runs import HELDOUT, TRAIN, Run, env_scope, short_env, split_envs
 from experiments.report.stats import mean_curve
@@ -94,7 +95,9 @@ def curves(stat: str) -> Draw:
         shown = panels(runs)
         cols = min(len(shown), 4)
         rows = math.ceil(len(shown) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False, sharey=True)
+        fig, axes = plt.subplots(
+            rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False, sharey=True, layout="constrained"
+        )
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         rng = np.random.default_rng(opts.seed)
         for ax, panel in zip(axes.flat, shown, strict=False):
@@ -125,8 +128,9 @@ def curves(stat: str) -> Draw:
             spare[0].legend(handles, [textwrap.fill(label, 45) for label in labels], loc="upper left", fontsize=8)
         else:
             axes.flat[0].legend(fontsize=8)
-        fig.suptitle(f"{split}: {STAT_NAMES[stat]}, mean across seeds, 95% bootstrap band", fontsize=10)
-        fig.tight_layout()
+        fit_titles(
+            fig, fig.suptitle(f"{split}: {STAT_NAMES[stat]}, mean across seeds, 95% bootstrap band", fontsize=10)
+        )
         return fig
 
     return draw
@@ -166,7 +170,7 @@ def unit_activity(split: str, groups: dict[str, list[Run]], opts: Options) -> Mp
     for ax in axes.flat[len(shown) :]:
         ax.set_visible(False)
     fig.colorbar(image, ax=axes, label="fraction of steps active", shrink=0.8)
-    fig.suptitle(f"{split}: unit activity at the last evaluation", fontsize=10)
+    fit_titles(fig, fig.suptitle(f"{split}: unit activity at the last evaluation", fontsize=10))
     return fig
 
 
@@ -199,7 +203,7 @@ def selection_raster(split: str, groups: dict[str, list[Run]], opts: Options) ->
     fig, axes = plt.subplots(
         len(shown),
         cols,
-        figsize=(cols * min(9.0, 3.0 + 0.04 * steps), sum(heights)),
+        figsize=(cols * min(9.0, 4.5 + 0.04 * steps), sum(heights)),
         squeeze=False,
         height_ratios=heights,
         layout="constrained",
@@ -209,9 +213,8 @@ def selection_raster(split: str, groups: dict[str, list[Run]], opts: Options) ->
             draw_raster(ax, episode, f"{label}, seed {run.seed}\n{panel_title(episode)}")
         for ax in row[len(episodes) :]:
             ax.set_visible(False)
-    fig.suptitle(
-        f"{split}: active units per step of one episode (sampled actions), first seed of each model", fontsize=10
-    )
+    title = f"{split}: active units per step of one episode (sampled actions), first seed of each model"
+    fit_titles(fig, fig.suptitle(title, fontsize=10))
     return fig
 
 
