@@ -20,11 +20,13 @@ from typing import Any, NoReturn, cast
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+import rims_rl
 from experiments.schema import OPEN_SECTIONS, TrainSchema, schema_fields
 from rims_rl.rim import AUTHORS, PAPER
 
-#: The repository's top-level ``configs/`` directory (the Hydra apps' ``config_path``).
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: The shipped configs (the Hydra apps' ``config_path``): ``rims_rl/configs``, a link to the repository's
+#: ``configs/`` in a checkout and package data in an installed wheel, so the apps find them wherever they run.
+CONFIG_DIR = (Path(rims_rl.__file__).parent / "configs").resolve()
 
 #: Config groups whose options are files ``configs/<group>/<option>.yaml``.
 GROUPS = ("env", "model", "agent", "logger", "budget", "experiment")
@@ -461,4 +463,5 @@ def _compose(config_name: str, overrides: list[str], config_dir: Path) -> DictCo
         try:
             return compose(config_name, overrides=overrides)
         except Exception as err:  # Hydra's composition errors span several lines
-            raise ConfigError(f"{' '.join(overrides)}: {err}") from None
+            prefix = f"{' '.join(overrides)}: " if overrides else ""  # no empty "error: : ..." key
+            raise ConfigError(f"{prefix}{err}") from None
