@@ -63,9 +63,52 @@ def group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
     return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
 
 
+def search_path(args: Iterable[str]) -> tuple[list[str], list[Path]]:
+    """The config folders a command line adds with Hydra's ``hydra.searchpath=[file:///my/configs]``: users' own
+    splits, models and experiments (``my/configs/model/my_rim.yaml`` is then ``model=my_rim``). Hydra searches them
+    after the shipped configs, so a file there with a shipped name is not read.
+
+    :param args: the command-line arguments
+    :return: the ``hydra.searchpath`` overrides as given (to compose with) and the folders they name that exist
+        (``file://`` paths, and ``pkg://`` packages that import)
+
+    >>> search_path(["seed=1", "hydra.searchpath=[file:///tmp,pkg://rims_rl.configs]"])[0]
+    ['hydra.searchpath=[file:///tmp,pkg://rims_rl.configs]']
+    """
+    import importlib.util
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    overrides, folders = [], []
+    for arg in args:
+        if "searchpath" not in arg or arg.startswith("-"):
+            continue
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except Exception:  # Hydra's to report
+            continue
+        if override.key_or_group != "hydra.searchpath" or override.is_delete():
+            continue
+        overrides.append(arg)
+        value = override.value()
+        for entry in value if isinstance(value, list) else [value]:
+            scheme, _, where = str(entry).partition("://")
+            if scheme == "file":
+                folders.append(Path(where))
+            elif scheme == "pkg":
+                try:
+                    spec = importlib.util.find_spec(where)
+                except ImportError:
+                    spec = None
+                folders += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    return overrides, [folder for folder in folders if folder.is_dir()]
+
+
 def check_group_overrides(args: Iterable[str], groups: Iterable[str] = GROUPS, config_dir: Path = CONFIG_DIR) -> None:
     """Check command-line choices of the config groups (``model=rim``, sweeps ``model=lstm,rim`` included)
-    before Hydra composes anything, so an unknown option gets one clear line instead of Hydra's listing.
+    before Hydra composes anything, so an unknown option gets one clear line instead of Hydra's listing. The
+    options are the files in ``config_dir`` and in the folders of ``hydra.searchpath`` (:func:`search_path`).
 
     Arguments that are not group overrides (flags, ``seed=1``, ``hydra/launcher=...``) are left to Hydra.
 
@@ -82,7 +125,8 @@ def check_group_overrides(args: Iterable[str], groups: Iterable[str] = GROUPS, c
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    groups = tuple(groups)
+    args, groups = list(args), tuple(groups)
+    config_dirs = [config_dir, *search_path(args)[1]]
     parser = OverridesParser.create()
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
@@ -98,7 +142,7 @@ def check_group_overrides(args: Iterable[str], groups: Iterable[str] = GROUPS, c
             values = list(override.sweep_string_iterator())
         else:
             values = [override.get_value_element_as_str()]
-        choices = group_options(group, config_dir)
+        choices = sorted({option for folder in config_dirs for option in group_options(group, folder)})
         for value in values:
             if value not in choices and not (group == "experiment" and value == "null"):
                 raise ConfigError(f"unknown {_group_noun(group)} {value!r}; choices: {', '.join(choices)}")
@@ -393,8 +437,9 @@ def check_command_line(
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    groups = tuple(groups)
+    args, groups = list(args), tuple(groups)
     check_group_overrides(args, groups, config_dir)
+    searchpath = search_path(args)[0]  # composed with, so that users' own options compose too
     parser = OverridesParser.create()
     choices, plain = [], []
     for arg in args:
@@ -416,11 +461,11 @@ def check_command_line(
     options = [_values(override) for override in choices]
     for combination in itertools.product(*options):
         chosen = [f"{override.key_or_group}={value}" for override, value in zip(choices, combination, strict=True)]
-        base = _compose(config_name, chosen, config_dir)
+        base = _compose(config_name, searchpath + chosen, config_dir)
         for override in plain:
             _check_key(base, override)
         fixed = [str(o.input_line) for o in plain if not o.is_sweep_override()]
-        cfg = _compose(config_name, chosen + fixed, config_dir)
+        cfg = _compose(config_name, searchpath + chosen + fixed, config_dir)
         check_config(cfg, schema)
         for override in plain:
             if override.is_sweep_override():
