@@ -61,6 +61,18 @@ def test_users_own_configs_are_options_through_the_search_path(tmp_path: Path, t
     assert cfg["env"]["name"] == "my_empty" and cfg["seed"] == 7
 
 
+def test_checkpoints_pickled_with_the_old_module_names_load() -> None:
+    import pickle
+
+    from agents.policies import RecurrentActorCriticPolicy
+    from experiments.builders import moved_module_names
+
+    old = b"cagents.policies\nRecurrentActorCriticPolicy\n."  # a class pickled when agents was a top-level name
+    with moved_module_names():
+        assert pickle.loads(old) is RecurrentActorCriticPolicy
+    assert "agents" not in sys.modules or sys.modules["agents"].__name__ == "agents"
+
+
 def fresh_venv(path: Path) -> Path:
     """A new virtualenv at ``path`` that sees this one's packages (dependencies) but not the repository: a ``.pth``
     file adds this interpreter's site-packages, whose own ``.pth`` files (the editable install's finder) Python does
