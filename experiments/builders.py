@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import gymnasium as gym
@@ -59,7 +62,35 @@ def load_agent(path: Path, algo: str, env: VecEnv | None = None, device: str = "
     :param device: torch device
     :return: the algorithm, with its ``num_timesteps``
     """
-    return ALGORITHMS[algo].load(path, env=env, device=device)
+    with moved_module_names():
+        return ALGORITHMS[algo].load(path, env=env, device=device)
+
+
+#: The packages that were top-level import names before they moved under ``rims_rl``.
+MOVED_PACKAGES = ("agents", "envs", "experiments")
+
+
+@contextmanager
+def moved_module_names() -> Iterator[None]:
+    """While loading, the packages' names from before they moved under ``rims_rl`` (``agents.policies``) alias the
+    loaded modules (``rims_rl.agents.policies``): SB3 pickles the policy and extractor classes by module path, so
+    checkpoints saved before the move load. Nothing changes where the names are top-level, and the aliases are
+    removed afterwards.
+    """
+    prefix = __name__.rpartition("experiments")[0]  # "rims_rl." once moved
+    aliases = {
+        name.removeprefix(prefix): module
+        for name, module in list(sys.modules.items())
+        if prefix and name.startswith(prefix) and name.removeprefix(prefix).split(".")[0] in MOVED_PACKAGES
+    }
+    added = {name: module for name, module in aliases.items() if name not in sys.modules}
+    sys.modules.update(added)
+    try:
+        yield
+    finally:
+        for name, module in added.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
 
 
 def build_train_env(cfg: DictConfig, spec: RunSpec, seed: int) -> VecEnv:

@@ -22,12 +22,14 @@ from typing import Any, NoReturn, cast
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+import rims_rl
 from experiments.limits import MAX_FRAMES, MAX_SEED
 from experiments.schema import OPEN_SECTIONS, TrainSchema, schema_fields
 from rims_rl.rim import AUTHORS, PAPER
 
-#: The repository's top-level ``configs/`` directory (the Hydra apps' ``config_path``).
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: The shipped configs (the Hydra apps' ``config_path``): ``rims_rl/configs``, a link to the repository's
+#: ``configs/`` in a checkout and package data in an installed wheel, so the apps find them wherever they run.
+CONFIG_DIR = (Path(rims_rl.__file__).parent / "configs").resolve()
 
 #: The frame counts of a train config, each times ``budget.frames_scale``.
 FRAME_KEYS = ("total_frames", "eval.every_frames", "checkpoint.every_frames")
@@ -67,6 +69,48 @@ def group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
     return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
 
 
+def search_path(args: Iterable[str]) -> tuple[list[str], list[Path]]:
+    """The config folders a command line adds with Hydra's ``hydra.searchpath=[file:///my/configs]``: users' own
+    splits, models and experiments (``my/configs/model/my_rim.yaml`` is then ``model=my_rim``). Hydra searches them
+    after the shipped configs, so a file there with a shipped name is not read.
+
+    :param args: the command-line arguments
+    :return: the ``hydra.searchpath`` overrides as given (to compose with) and the folders they name that exist
+        (``file://`` paths, and ``pkg://`` packages that import)
+
+    >>> search_path(["seed=1", "hydra.searchpath=[file:///tmp,pkg://rims_rl.configs]"])[0]
+    ['hydra.searchpath=[file:///tmp,pkg://rims_rl.configs]']
+    """
+    import importlib.util
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    overrides, folders = [], []
+    for arg in args:
+        if "searchpath" not in arg or arg.startswith("-"):
+            continue
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except Exception:  # Hydra's to report
+            continue
+        if override.key_or_group != "hydra.searchpath" or override.is_delete():
+            continue
+        overrides.append(arg)
+        value = override.value()
+        for entry in value if isinstance(value, list) else [value]:
+            scheme, _, where = str(entry).partition("://")
+            if scheme == "file":
+                folders.append(Path(where))
+            elif scheme == "pkg":
+                try:
+                    spec = importlib.util.find_spec(where)
+                except ImportError:
+                    spec = None
+                folders += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    return overrides, [folder for folder in folders if folder.is_dir()]
+
+
 def hydra_group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
     """The options of a group of Hydra's own config (``hydra/launcher``, ``hydra/sweeper``, ``hydra/job_logging``,
     ...), as Hydra finds them on its config search path: its own and its plugins' configs and ours under
@@ -93,7 +137,8 @@ def hydra_group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
 def check_group_overrides(args: Iterable[str], groups: Iterable[str] = GROUPS, config_dir: Path = CONFIG_DIR) -> None:
     """Check command-line choices of the config groups (``model=rim``, sweeps ``model=lstm,rim`` included) and of
     Hydra's own groups (``hydra/launcher=parallel``, :func:`hydra_group_options`) before Hydra composes anything,
-    so an unknown group or option gets one line with the choices instead of Hydra's listing.
+    so an unknown group or option gets one line with the choices instead of Hydra's listing. A group's options
+    are the files in ``config_dir`` and in the folders of ``hydra.searchpath`` (:func:`search_path`).
 
     Arguments that are not group overrides (flags, ``seed=1``, ``hydra.run.dir=...``) are left alone here.
 
@@ -111,7 +156,8 @@ def check_group_overrides(args: Iterable[str], groups: Iterable[str] = GROUPS, c
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    groups = tuple(groups)
+    args, groups = list(args), tuple(groups)
+    config_dirs = [config_dir, *search_path(args)[1]]
     parser = OverridesParser.create()
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
@@ -128,7 +174,10 @@ def check_group_overrides(args: Iterable[str], groups: Iterable[str] = GROUPS, c
             values = list(override.sweep_string_iterator())
         else:
             values = [override.get_value_element_as_str()]
-        choices = hydra_group_options(group, config_dir) if hydras else group_options(group, config_dir)
+        if hydras:
+            choices = hydra_group_options(group, config_dir)
+        else:
+            choices = sorted({option for folder in config_dirs for option in group_options(group, folder)})
         if hydras and not choices:
             known = ", ".join(f"hydra/{name}" for name in hydra_group_options("hydra", config_dir))
             raise ConfigError(f"unknown Hydra config group {group} ({arg}); choices: {known}")
@@ -550,8 +599,9 @@ def check_command_line(
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    groups = tuple(groups)
+    args, groups = list(args), tuple(groups)
     check_group_overrides(args, groups, config_dir)
+    searchpath = search_path(args)[0]  # composed with, so that users' own options compose too
     parser = OverridesParser.create()
     choices, plain, hydra_keys = [], [], []
     for arg in args:
@@ -575,14 +625,17 @@ def check_command_line(
     options = [_values(override) for override in choices]
     for combination in itertools.product(*options):
         chosen = [f"{override.key_or_group}={value}" for override, value in zip(choices, combination, strict=True)]
-        base = _compose(config_name, chosen, config_dir, with_hydra=bool(hydra_keys))  # Hydra's keys: its config
+        base = _compose(
+            config_name, searchpath + chosen, config_dir, with_hydra=bool(hydra_keys)
+        )  # Hydra's keys: its config
         for override in plain + hydra_keys:
             _check_key(base, override)
         if hydra_keys:  # their values, against the types of Hydra's config
-            _compose(config_name, chosen + [str(o.input_line) for o in hydra_keys], config_dir, with_hydra=True)
+            hydra_values = [str(o.input_line) for o in hydra_keys]
+            _compose(config_name, searchpath + chosen + hydra_values, config_dir, with_hydra=True)
         chosen = [choice for choice in chosen if not choice.startswith("hydra/")]
         fixed = [str(o.input_line) for o in plain if not o.is_sweep_override()]
-        cfg = _compose(config_name, chosen + fixed, config_dir)
+        cfg = _compose(config_name, searchpath + chosen + fixed, config_dir)
         check_config(cfg, schema)
         for override in plain:
             if override.is_sweep_override():
@@ -626,5 +679,6 @@ def _compose(config_name: str, overrides: list[str], config_dir: Path, with_hydr
         try:
             return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
         except Exception as err:  # Hydra's composition errors span several lines; their cause says why
+            prefix = f"{' '.join(overrides)}: " if overrides else ""  # no empty "error: : ..." key
             cause = f" ({err.__cause__})" if err.__cause__ is not None else ""
-            raise ConfigError(f"{' '.join(overrides)}: {err}{cause}") from None
+            raise ConfigError(f"{prefix}{err}{cause}") from None

@@ -53,6 +53,15 @@ def test_console_scripts_find_the_configs_from_any_directory(tmp_path: Path, scr
     assert config_key in yaml.safe_load(proc.stdout)
 
 
+def test_missing_config_dir_gives_a_line_without_an_empty_key(tmp_path: Path) -> None:
+    with pytest.raises(experiments.config.ConfigError) as info:
+        experiments.config.check_command_line(
+            ["seed=1"], "train", experiments.schema.TrainSchema, config_dir=tmp_path / "missing"
+        )
+    message = str(info.value)
+    assert message.startswith("Primary config directory not found"), message
+
+
 @pytest.mark.parametrize(
     ("launcher", "fields"),
     [

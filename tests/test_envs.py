@@ -488,7 +488,12 @@ def test_envs_does_not_import_agents_or_hydra() -> None:
     import subprocess
     import sys
 
-    code = "import sys, envs; print([m for m in sys.modules if m.split('.')[0] in ('agents', 'hydra')])"
+    # agents: the package beside envs, in the same namespace
+    code = (
+        "import sys, envs\n"
+        "prefix = envs.__name__.rpartition('envs')[0]\n"
+        "print([m for m in sys.modules if m.split('.')[0] == 'hydra' or (m + '.').startswith(prefix + 'agents.')])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert envs.__all__

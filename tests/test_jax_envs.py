@@ -205,5 +205,8 @@ def test_splits_name_jax_ids_or_say_which_backend_runs_them() -> None:
 
 
 def test_envs_and_the_id_registry_do_not_import_jax() -> None:
-    code = "import sys, envs, envs.splits, envs.jax.ids; assert 'jax' not in sys.modules and 'navix' not in sys.modules"
+    code = (
+        "import sys, envs, envs.splits, envs.jax.ids; "
+        "assert 'jax' not in sys.modules and 'navix' not in sys.modules, sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
