@@ -1,4 +1,4 @@
-"""Recurrent A2C: :class:`~agents.ppo.RecurrentPPO` as its special case (Huang, Kanervisto, Raffin et al.,
+"""Recurrent A2C: :class:`~rims_rl.agents.ppo.RecurrentPPO` as its special case (Huang, Kanervisto, Raffin et al.,
 "A2C is a special case of PPO", arXiv 2205.09123): one epoch, the whole rollout as one batch, no clipping, no
 advantage normalisation, ``gae_lambda=1`` and RMSprop (alpha 0.99, eps 1e-5).
 
@@ -13,8 +13,8 @@ from typing import Any
 import torch as th
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
-from agents.policies import RecurrentActorCriticPolicy
-from agents.ppo import RecurrentPPO
+from rims_rl.agents.policies import RecurrentActorCriticPolicy
+from rims_rl.agents.ppo import RecurrentPPO
 
 
 class RecurrentA2C(RecurrentPPO):
@@ -23,11 +23,11 @@ class RecurrentA2C(RecurrentPPO):
     Defaults follow the RIMs paper's MiniGrid set-up (A2C, RMSprop, learning rate 7e-4); ``n_steps=16`` is our
     choice, long enough for BPTT through the whole rollout (``sequence_length`` defaults to ``n_steps``).
 
-    >>> from agents import RecurrentA2C
+    >>> from rims_rl.agents import RecurrentA2C
     >>> policy_kwargs = dict(core="gru", core_kwargs=dict(hidden_size=16))
     >>> model = RecurrentA2C("MlpRecurrentPolicy", "CartPole-v1", policy_kwargs=policy_kwargs).learn(64)
 
-    :param policy: as :class:`~agents.ppo.RecurrentPPO`.
+    :param policy: as :class:`~rims_rl.agents.ppo.RecurrentPPO`.
     :param env: the environment.
     :param learning_rate: learning rate or schedule.
     :param n_steps: steps per environment per update.
@@ -39,7 +39,7 @@ class RecurrentA2C(RecurrentPPO):
     :param rms_prop_eps: RMSprop epsilon (used unless ``policy_kwargs`` names an optimizer).
     :param normalize_advantage: normalise advantages (off in A2C).
     :param sequence_length: BPTT chunk length; ``None``: ``n_steps`` (each env's rollout is one sequence).
-    :param kwargs: further :class:`~agents.ppo.RecurrentPPO` arguments (``policy_kwargs``, ``seed``, ...), among
+    :param kwargs: further :class:`~rims_rl.agents.ppo.RecurrentPPO` arguments (``policy_kwargs``, ``seed``, ...), among
         them torch-ac's protocol options ``bootstrap_truncated``, ``clip_range_vf`` (inactive with one epoch: the
         values equal the old ones), ``refresh_chunk_states`` and ``shift_chunks`` (with ``sequence_length <
         n_steps``), and ``policy_train_mode`` (rollout and update in ``train()`` mode, so a core's dropout acts).

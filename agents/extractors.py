@@ -4,7 +4,7 @@ Symbols: B batch, C image channels (3: object, colour, state indices), H x W the
 N direction count (4), L mission length, V vocabulary size, E word-embedding size; with ``output="set"``: S set
 elements (H * W cells, then the direction, then the mission where each is used), F element size.
 
-The observation space this module expects is the one produced by ``envs.MissionToIdsWrapper`` (this package
+The observation space this module expects is the one produced by ``rims_rl.envs.MissionToIdsWrapper`` (this package
 does not import ``envs``): ``image`` ``Box(0, 255, (7, 7, 3), uint8)`` (or channels first, as after SB3's
 ``VecTransposeImage``), ``direction`` ``Discrete(4)``, ``mission`` ``Box(0, V - 1, (L,), int64)`` with 0 as
 trailing padding.
@@ -289,7 +289,7 @@ def _check_space(
     if not isinstance(observation_space, spaces.Dict):
         raise ValueError(
             "expected a Dict observation space with keys 'image', 'direction', 'mission' "
-            f"(wrap MiniGrid envs with envs.MissionToIdsWrapper), got {observation_space}"
+            f"(wrap MiniGrid envs with rims_rl.envs.MissionToIdsWrapper), got {observation_space}"
         )
     keys = set(observation_space.spaces)
     needed = {"image"} | ({"direction"} if use_direction else set()) | ({"mission"} if use_mission else set())

@@ -9,7 +9,7 @@ By default the critic has a recurrent core of its own, of the same kind and size
 ``enable_critic_lstm=True``, core-agnostic here); ``shared_core=True`` gives both heads one core, as the RIMs
 paper's and torch-ac's agents have.
 
-A features extractor with a ``set_shape`` ``(S, F)`` (:class:`agents.MiniGridFeaturesExtractor` with
+A features extractor with a ``set_shape`` ``(S, F)`` (:class:`rims_rl.agents.MiniGridFeaturesExtractor` with
 ``output="set"``) emits a set of ``S`` elements of ``F`` features per step; a core whose class says
 ``accepts_sets = True`` (as :class:`rims_rl.RIM`) is then built with ``input_size`` F and reads ``(T, B, S, F)``,
 any other core is built with ``input_size`` S * F and reads the same features flattened, ``(T, B, S * F)``.
@@ -236,7 +236,7 @@ class RecurrentActorCriticPolicy(ActorCriticPolicy):
         self, obs: PyTorchObs, actions: th.Tensor, state: State, episode_starts: th.Tensor, split: int
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, State]:
         """:meth:`evaluate_actions`, plus the state after step ``split - 1`` (``0 < split <= T``), still attached to
-        the graph: what :class:`~agents.ppo.RecurrentPPO` writes back with ``refresh_chunk_states``.
+        the graph: what :class:`~rims_rl.agents.ppo.RecurrentPPO` writes back with ``refresh_chunk_states``.
 
         :return: values ``(T * B, 1)``, log-probabilities ``(T * B,)``, entropy ``(T * B,)``, state ``(L, B, *)``.
         """

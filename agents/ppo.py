@@ -34,14 +34,14 @@ from stable_baselines3.common.utils import FloatSchedule, explained_variance, ob
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
-from agents.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
-from agents.policies import (
+from rims_rl import State, map_state
+from rims_rl.agents.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
+from rims_rl.agents.policies import (
     CnnRecurrentPolicy,
     MlpRecurrentPolicy,
     MultiInputRecurrentPolicy,
     RecurrentActorCriticPolicy,
 )
-from rims_rl import State, map_state
 from rims_rl.checks import is_int
 
 SelfRecurrentPPO = TypeVar("SelfRecurrentPPO", bound="RecurrentPPO")
@@ -106,13 +106,13 @@ def _warn_inactive_dropout(policy: RecurrentActorCriticPolicy) -> None:
 class RecurrentPPO(OnPolicyAlgorithm):
     """Proximal Policy Optimization (arXiv 1707.06347) with a recurrent policy and truncated BPTT.
 
-    >>> from agents import RecurrentPPO
+    >>> from rims_rl.agents import RecurrentPPO
     >>> model = RecurrentPPO("MlpRecurrentPolicy", "CartPole-v1", n_steps=64, batch_size=128, sequence_length=16,
     ...                      policy_kwargs=dict(core="rim", core_kwargs=dict(hidden_size=24, num_units=3, k=2)))
     >>> model = model.learn(256)
 
     :param policy: ``"MlpRecurrentPolicy"``, ``"CnnRecurrentPolicy"``, ``"MultiInputRecurrentPolicy"`` or a
-        :class:`~agents.policies.RecurrentActorCriticPolicy` subclass. Choose the core with
+        :class:`~rims_rl.agents.policies.RecurrentActorCriticPolicy` subclass. Choose the core with
         ``policy_kwargs=dict(core="lstm"|"gru"|"rim", core_kwargs=dict(hidden_size=..., ...))``.
     :param env: the environment (a VecEnv, a gymnasium env or its id).
     :param learning_rate: learning rate, or a schedule of the remaining progress (1 to 0).

@@ -1,15 +1,15 @@
 """The algorithm registry: one dictionary of the learning algorithms by name, read by ``experiments`` (config
 checks, error messages, building and loading agents).
 
->>> from agents.registry import ALGORITHMS
+>>> from rims_rl.agents.registry import ALGORITHMS
 >>> sorted(ALGORITHMS)
 ['a2c', 'ppo']
 """
 
 from __future__ import annotations
 
-from agents.a2c import RecurrentA2C
-from agents.ppo import RecurrentPPO
+from rims_rl.agents.a2c import RecurrentA2C
+from rims_rl.agents.ppo import RecurrentPPO
 
 __all__ = ["ALGORITHMS", "get_algorithm"]
 

@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-from experiments.limits import ArgumentParser, count
+from rims_rl.experiments.limits import ArgumentParser, count
 
 VARIANTS = (
     "sb3_ppo", "sb3_contrib_lstm", "sb3_contrib_lstm_shared",
@@ -39,7 +39,7 @@ HIDDEN = 192
 
 def build(variant: str, env: Any) -> Any:
     """The model of one variant, with the common hyperparameters."""
-    from agents import MiniGridFeaturesExtractor, RecurrentPPO
+    from rims_rl.agents import MiniGridFeaturesExtractor, RecurrentPPO
 
     common: dict[str, Any] = dict(n_steps=128, batch_size=256, n_epochs=4, seed=0, device="cpu")
     extractor = dict(features_extractor_class=MiniGridFeaturesExtractor, normalize_images=False)
@@ -73,7 +73,7 @@ def measure(variant: str, iterations: int, env_id: str) -> dict[str, Any]:
     """Time one variant in this process; returns the figures as a dict."""
     import torch
 
-    from envs import make_vec_env
+    from rims_rl.envs import make_vec_env
 
     torch.set_num_threads(1)
     env = make_vec_env(env_id, n_envs=16, seed=0)

@@ -1,5 +1,5 @@
-"""Training throughput of the torch backend (:class:`agents.RecurrentPPO`) against the JAX backend
-(:mod:`agents.jax.ppo`), recurrent PPO on DoorKey-5x5 (torch: ``MiniGrid-DoorKey-5x5-v0``, JAX:
+"""Training throughput of the torch backend (:class:`rims_rl.agents.RecurrentPPO`) against the JAX backend
+(:mod:`rims_rl.agents.jax.ppo`), recurrent PPO on DoorKey-5x5 (torch: ``MiniGrid-DoorKey-5x5-v0``, JAX:
 ``Navix-DoorKey-5x5-v0``).
 
 Settings (the JAX backend issue's speed item): LSTM 192 or RIM of 6 units x 32 (k=4), a separate critic core (both
@@ -34,7 +34,7 @@ import sys
 import time
 from typing import Any
 
-from experiments.limits import MAX_COUNT, ArgumentParser, count
+from rims_rl.experiments.limits import MAX_COUNT, ArgumentParser, count
 
 SECTIONS = ("same", "best", "seeds")
 CORES: dict[str, dict[str, int]] = {
@@ -61,12 +61,12 @@ def batch_size(n_envs: int) -> int:
 
 
 def measure_torch(core: str, n_envs: int, iterations: int, device: str, threads: int) -> dict[str, Any]:
-    """Time :class:`agents.RecurrentPPO` in this process (``threads`` torch threads): env-steps/s and seconds per
-    iteration in ``collect_rollouts`` and ``train``."""
+    """Time :class:`rims_rl.agents.RecurrentPPO` in this process (``threads`` torch threads): env-steps/s and seconds
+    per iteration in ``collect_rollouts`` and ``train``."""
     import torch
 
-    from agents import MiniGridFeaturesExtractor, RecurrentPPO
-    from envs import make_vec_env
+    from rims_rl.agents import MiniGridFeaturesExtractor, RecurrentPPO
+    from rims_rl.envs import make_vec_env
 
     torch.set_num_threads(threads)
     model = RecurrentPPO(
@@ -135,21 +135,21 @@ def fastest(step: Any, state: Any, iterations: int) -> tuple[Any, float]:
 
 
 def measure_jax(core: str, n_envs: int, iterations: int, seeds: int, mode: str) -> dict[str, Any]:
-    """Time :func:`agents.jax.ppo.update` in this process (compile apart).
+    """Time :func:`rims_rl.agents.jax.ppo.update` in this process (compile apart).
 
     :param seeds: ``S``, the number of seeds.
-    :param mode: ``"single"`` (one seed, ``S`` must be 1; also times :func:`~agents.jax.ppo.collect_rollout` alone),
-        ``"vmap"`` (one jitted ``jax.vmap(update)`` over the ``S`` seeds) or ``"sequential"`` (one compiled
+    :param mode: ``"single"`` (one seed, ``S`` must be 1; also times :func:`~rims_rl.agents.jax.ppo.collect_rollout`
+        alone), ``"vmap"`` (one jitted ``jax.vmap(update)`` over the ``S`` seeds) or ``"sequential"`` (one compiled
         single-seed update called for each seed in turn: the work of ``S`` runs one after another).
     :return: total env-steps/s, seconds per iteration (of all seeds), compile seconds, and for ``"single"`` the
         rollout's seconds per iteration.
     """
     import jax
 
-    import envs.jax
-    from agents.jax import ppo
+    import rims_rl.envs.jax
+    from rims_rl.agents.jax import ppo
 
-    env = envs.jax.make(ENV_IDS["jax"])
+    env = rims_rl.envs.jax.make(ENV_IDS["jax"])
     config = ppo.PPOConfig(
         n_envs=n_envs,
         n_steps=N_STEPS,

@@ -39,8 +39,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from experiments.limits import ArgumentParser, count
 from rims_rl import RIM
+from rims_rl.experiments.limits import ArgumentParser, count
 
 INPUT, HIDDEN, UNITS, K = 64, 192, 6, 4
 TRAIN_T, TRAIN_B = 32, 64

@@ -1,4 +1,4 @@
-"""The evaluations' share of a training run's wall time: the real training loop (``experiments.train.train``, as
+"""The evaluations' share of a training run's wall time: the real training loop (``rims_rl.experiments.train.train``, as
 ``rims-rl-train`` runs it) with its ``evaluate`` timed.
 
 The arguments are ``rims-rl-train`` overrides; W&B is disabled and the run goes to ``--run-dir`` (a temporary
@@ -30,15 +30,15 @@ def main() -> None:
 
     from hydra import compose, initialize_config_dir
 
-    import experiments.train
-    from experiments.config import CONFIG_DIR, build_spec
+    import rims_rl.experiments.train
+    from rims_rl.experiments.config import CONFIG_DIR, build_spec
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", [*args.overrides, "logger.wandb.mode=disabled"])
     start, cpu_start = time.perf_counter(), time.process_time()
     evals: list[float] = []
     cpu_evals: list[float] = []  # this process's CPU seconds: less sensitive than wall time to a busy machine
-    real = experiments.train.evaluate
+    real = rims_rl.experiments.train.evaluate
 
     def timed(model: Any, *rest: Any, **kwargs: Any) -> dict[str, float]:
         began, cpu_began = time.perf_counter(), time.process_time()
@@ -54,12 +54,12 @@ def main() -> None:
         )
         return results
 
-    experiments.train.evaluate = timed  # type: ignore[assignment]  # the name learn() calls
+    rims_rl.experiments.train.evaluate = timed  # type: ignore[assignment]  # the name learn() calls
     print(f"{sys.executable} benchmarks/eval_share.py {' '.join(args.overrides)}", flush=True)
-    print(f"code: {Path(experiments.train.__file__).parent.parent}", flush=True)
+    print(f"code: {Path(rims_rl.experiments.train.__file__).parent.parent}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run_dir or Path(tmp)
-        experiments.train.train(cfg, build_spec(cfg), run_dir)
+        rims_rl.experiments.train.train(cfg, build_spec(cfg), run_dir)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     print(
         f"total: wall {wall:.1f} s, {len(evals)} evaluations {sum(evals):.1f} s, share {sum(evals) / wall:.1%} "

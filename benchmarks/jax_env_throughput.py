@@ -1,4 +1,4 @@
-"""Env-steps/s of the JAX envs (:mod:`envs.jax`) with random actions: reset, then ``jax.lax.scan`` over steps of
+"""Env-steps/s of the JAX envs (:mod:`rims_rl.envs.jax`) with random actions: reset, then ``jax.lax.scan`` over steps of
 ``jax.vmap`` over envs, all jitted; compile time apart, best of three runs.
 
 Pin it to one core, as the README's figures were::
@@ -13,8 +13,8 @@ import time
 
 import jax
 
-from envs.jax import make
-from experiments.limits import ArgumentParser, count
+from rims_rl.envs.jax import make
+from rims_rl.experiments.limits import ArgumentParser, count
 
 
 def throughput(env_id: str, num_envs: int, steps: int) -> tuple[float, float]:

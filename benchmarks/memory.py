@@ -9,11 +9,11 @@ Agents (every one with identical hyperparameters on a task):
 
 Tasks:
 
-- ``cartpole``: CartPole-v1 without velocities (:class:`envs.memory.VelocityMask`), sb3-contrib's own memory
+- ``cartpole``: CartPole-v1 without velocities (:class:`rims_rl.envs.memory.VelocityMask`), sb3-contrib's own memory
   test (``tests/test_lstm.py::test_ppo_lstm_performance``): 8 envs, VecNormalize, core size 64, n_steps 128,
   lr 7e-4, batch 256, 10 epochs, max_grad_norm 1, gae_lambda 0.98, ``net_arch=dict(pi=[], vf=[64])``,
   ``ortho_init=False``, 50k steps; evaluated greedily over 20 episodes; a seed passes at 450 of 500.
-- ``memory``: ``RIMs-MemoryS7Cue-v0`` (:class:`envs.memory.CueMemoryEnv`: MiniGrid's MemoryS7 with the cue in
+- ``memory``: ``RIMs-MemoryS7Cue-v0`` (:class:`rims_rl.envs.memory.CueMemoryEnv`: MiniGrid's MemoryS7 with the cue in
   view at the first step; remember it, walk the hallway, step to its twin: a feed-forward policy can only guess,
   about half the optimal return), the MiniGrid CNN extractor, 16 envs, n_steps 128, batch 256, 10 epochs,
   lr 7e-4 (the CartPole task's; at 4 epochs and lr 2.5e-4 or 1e-3 an LSTM still guessed at 200-300k frames),
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from experiments.limits import MAX_FRAMES, MAX_SEED, ArgumentParser, count
+from rims_rl.experiments.limits import MAX_FRAMES, MAX_SEED, ArgumentParser, count
 
 AGENTS = ("sb3_contrib", "lstm", "gru", "rim", "lstm_shared", "gru_shared", "rim_shared", "feedforward")
 REFERENCES = ("sb3_contrib", "feedforward")  # the agents that are not ours: no chunk length, no core options
@@ -84,7 +84,7 @@ def make_envs(task: str, seed: int) -> tuple[Any, Any]:
     from stable_baselines3.common.vec_env import VecNormalize
 
     if task == "cartpole":
-        from envs.memory import VelocityMask
+        from rims_rl.envs.memory import VelocityMask
 
         env = VecNormalize(sb3_make_vec_env("CartPole-v1", n_envs=8, seed=seed, wrapper_class=VelocityMask))
         eval_env = VecNormalize(
@@ -93,8 +93,8 @@ def make_envs(task: str, seed: int) -> tuple[Any, Any]:
         )  # fmt: skip
         eval_env.obs_rms = env.obs_rms  # the same object: evaluation sees the training statistics
         return env, eval_env
-    from envs import make_vec_env  # importing envs registers CUE_MEMORY_ID (envs.register_envs)
-    from envs.memory import CUE_MEMORY_ID
+    from rims_rl.envs import make_vec_env  # importing envs registers CUE_MEMORY_ID (rims_rl.envs.register_envs)
+    from rims_rl.envs.memory import CUE_MEMORY_ID
 
     return make_vec_env(CUE_MEMORY_ID, n_envs=16, seed=seed), make_vec_env(CUE_MEMORY_ID, n_envs=4, seed=10_000 + seed)
 
@@ -106,7 +106,7 @@ def build(agent: str, task: str, env: Any, seed: int, sequence_length: int, core
     policy_kwargs = dict(spec.policy_kwargs)
     minigrid = task != "cartpole"
     if minigrid:
-        from agents import MiniGridFeaturesExtractor
+        from rims_rl.agents import MiniGridFeaturesExtractor
 
         policy_kwargs["features_extractor_class"] = MiniGridFeaturesExtractor
     if agent == "sb3_contrib":
@@ -120,7 +120,7 @@ def build(agent: str, task: str, env: Any, seed: int, sequence_length: int, core
 
         return PPO("MultiInputPolicy" if minigrid else "MlpPolicy", env, seed=seed, device="cpu",
                    policy_kwargs=policy_kwargs, **spec.hparams)  # fmt: skip
-    from agents import RecurrentPPO
+    from rims_rl.agents import RecurrentPPO
 
     core, _, shared = agent.partition("_")
     policy_kwargs.update(core=core, core_kwargs={**CORE_KWARGS[core], **core_kwargs}, shared_core=bool(shared))
@@ -204,16 +204,16 @@ def json_object(text: str) -> dict[str, Any]:
 def check_core_kwargs(agents: list[str], core_kwargs: dict[str, Any]) -> None:
     """Fail before any training, in one line, when a key of ``core_kwargs`` is not an argument of every core the
     ``agents`` build (a RIM's ``k`` given to an LSTM run too); a core whose arguments cannot be known is not
-    checked (as in :mod:`experiments.config`)."""
-    from experiments.config import constructor_arguments, unknown_key
+    checked (as in :mod:`rims_rl.experiments.config`)."""
     from rims_rl.cores import make_core, resolve_core
+    from rims_rl.experiments.config import constructor_arguments, unknown_key
 
     for core in dict.fromkeys(agent.partition("_")[0] for agent in agents if agent not in REFERENCES):
         allowed = constructor_arguments(resolve_core(core))
         for key, value in core_kwargs.items():
             if allowed is not None and key not in allowed:
                 raise ValueError(f"--core-kwargs for {core}: {unknown_key(key, value, sorted(allowed))}")
-        try:  # the values too, by building the core on a dummy input size, as experiments.config does
+        try:  # the values too, by building the core on a dummy input size, as rims_rl.experiments.config does
             make_core(core, 8, **{**CORE_KWARGS[core], **core_kwargs})
         except (TypeError, ValueError) as err:
             raise ValueError(f"--core-kwargs for {core}: {err}") from None

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.limits import MAX_FRAMES, MAX_SEED, ArgumentParser, count
+from rims_rl.experiments.limits import MAX_FRAMES, MAX_SEED, ArgumentParser, count
 
 IMPLS = ("ours_lstm", "sb3_contrib_lstm")
 HPARAMS: dict[str, Any] = dict(
@@ -36,8 +36,8 @@ def run(impl: str, seed: int, frames: int, shared_core: bool = False) -> dict[st
     import torch
     from stable_baselines3.common.evaluation import evaluate_policy
 
-    from agents import MiniGridFeaturesExtractor, RecurrentPPO
-    from envs import make_vec_env
+    from rims_rl.agents import MiniGridFeaturesExtractor, RecurrentPPO
+    from rims_rl.envs import make_vec_env
 
     torch.set_num_threads(1)
     env = make_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=16, seed=seed)

@@ -5,11 +5,11 @@ Importing this package registers MiniGrid's ids and this package's own (``RIMs-N
 It never imports hydra or ``agents``.
 """
 
-from envs.factory import make_env_fn, make_vec_env
-from envs.novel_distractors import HELDOUT_ID, TRAIN_ID, NovelDistractorsEnv, register_novel_distractors
-from envs.registration import register_envs
-from envs.splits import Split, validate_env_id
-from envs.wrappers import (
+from rims_rl.envs.factory import make_env_fn, make_vec_env
+from rims_rl.envs.novel_distractors import HELDOUT_ID, TRAIN_ID, NovelDistractorsEnv, register_novel_distractors
+from rims_rl.envs.registration import register_envs
+from rims_rl.envs.splits import Split, validate_env_id
+from rims_rl.envs.wrappers import (
     MAX_MISSION_LEN,
     PAD_ID,
     UNK_ID,

@@ -9,9 +9,9 @@ import gymnasium as gym
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from envs.registration import register_envs
-from envs.splits import as_id_list, validate_env_id
-from envs.wrappers import MAX_MISSION_LEN, LevelSeedWrapper, MissionToIdsWrapper
+from rims_rl.envs.registration import register_envs
+from rims_rl.envs.splits import as_id_list, validate_env_id
+from rims_rl.envs.wrappers import MAX_MISSION_LEN, LevelSeedWrapper, MissionToIdsWrapper
 
 __all__ = ["VEC_ENV_CLASSES", "make_env_fn", "make_vec_env"]
 

@@ -77,4 +77,4 @@ class CueMemoryEnv(MemoryEnv):
 def register_memory_envs() -> None:
     """Register :data:`CUE_MEMORY_ID` with gymnasium (idempotent)."""
     if CUE_MEMORY_ID not in gym.registry:
-        gym.register(CUE_MEMORY_ID, entry_point="envs.memory:CueMemoryEnv")
+        gym.register(CUE_MEMORY_ID, entry_point="rims_rl.envs.memory:CueMemoryEnv")

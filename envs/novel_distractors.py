@@ -5,7 +5,7 @@ object; other objects in the room are distractors. The held-out environment of e
 distractors, of (type, colour) pairs never seen in training, so success there measures robustness to novel
 distractors rather than memorisation.
 
-Registered on ``import envs`` (split ``novel_distractors``):
+Registered on ``import rims_rl.envs`` (split ``novel_distractors``):
 
 - ``RIMs-NovelDistractors-Train-v0``: targets {key, ball} x {red, green}; 2 distractors from
   {key, ball} x {blue, purple}; 8x8 grid (6x6 interior), ``max_steps`` 5 * 8**2 = 320.

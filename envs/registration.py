@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import minigrid  # noqa: F401  (registers the MiniGrid-* ids)
 
-from envs.memory import register_memory_envs
-from envs.novel_distractors import register_novel_distractors
+from rims_rl.envs.memory import register_memory_envs
+from rims_rl.envs.novel_distractors import register_novel_distractors
 
 __all__ = ["register_envs"]
 

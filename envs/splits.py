@@ -1,7 +1,7 @@
 """Train / held-out generalisation splits and environment-id validation.
 
 A split names the environments (one id or a mixture) and, optionally, the level seeds used for training and
-the held-out evaluation, and, where the JAX backend can run it, the JAX env ids (:mod:`envs.jax.ids`) that stand
+the held-out evaluation, and, where the JAX backend can run it, the JAX env ids (:mod:`rims_rl.envs.jax.ids`) that stand
 for them. It is built from a YAML config group with ``Split(**cfg)`` (the YAML keys are
 exactly the dataclass fields) and checked with :meth:`Split.validate` before any training starts.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from envs.jax.ids import validate_jax_env_id
-from envs.registration import register_envs
+from rims_rl.envs.jax.ids import validate_jax_env_id
+from rims_rl.envs.registration import register_envs
 
 __all__ = ["BACKENDS", "Split", "validate_env_id"]
 
@@ -27,7 +27,7 @@ BACKENDS = ("torch", "jax")
 
 def validate_env_id(env_id: str) -> None:
     """Check that ``env_id`` is registered with gymnasium (MiniGrid's and this package's ids, registered first by
-    :func:`envs.register_envs`).
+    :func:`rims_rl.envs.register_envs`).
 
     :param env_id: a gymnasium environment id
     :raises ValueError: if it is not registered; the message lists the closest registered ids

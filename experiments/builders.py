@@ -12,10 +12,10 @@ from omegaconf import DictConfig
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-import envs
-from agents import ALGORITHMS, MiniGridFeaturesExtractor
-from experiments.config import ConfigError, RunSpec, derive_seed, to_dict
-from experiments.eval_loop import EvalTarget, eval_targets, target_name
+import rims_rl.envs
+from rims_rl.agents import ALGORITHMS, MiniGridFeaturesExtractor
+from rims_rl.experiments.config import ConfigError, RunSpec, derive_seed, to_dict
+from rims_rl.experiments.eval_loop import EvalTarget, eval_targets, target_name
 
 POLICY = "MultiInputRecurrentPolicy"
 #: Mixed into the run seed to seed the evaluation envs (the same levels at every evaluation of a run).
@@ -24,8 +24,8 @@ EVAL_SEED_STREAM = 1
 
 def build_agent(cfg: DictConfig, spec: RunSpec, env: VecEnv) -> BaseAlgorithm:
     """A new agent for ``env``: the ``agent`` group's keys are constructor kwargs of the registered algorithm
-    (:data:`agents.ALGORITHMS`; except ``algo``), ``policy_kwargs`` go to the policy, the ``model`` group picks the
-    core and, with ``model.features``, the features extractor's ``output``.
+    (:data:`rims_rl.agents.ALGORITHMS`; except ``algo``), ``policy_kwargs`` go to the policy, the ``model`` group picks
+    the core and, with ``model.features``, the features extractor's ``output``.
 
     :param cfg: the composed config
     :param spec: the run's checked spec (core and its kwargs)
@@ -72,8 +72,8 @@ MOVED_PACKAGES = ("agents", "envs", "experiments")
 
 @contextmanager
 def moved_module_names() -> Iterator[None]:
-    """While loading, the packages' names from before they moved under ``rims_rl`` (``agents.policies``) alias the
-    loaded modules (``rims_rl.agents.policies``): SB3 pickles the policy and extractor classes by module path, so
+    """While loading, the packages' names from before they moved under ``rims_rl`` (``rims_rl.agents.policies``) alias
+    the loaded modules (``rims_rl.agents.policies``): SB3 pickles the policy and extractor classes by module path, so
     checkpoints saved before the move load. Nothing changes where the names are top-level, and the aliases are
     removed afterwards.
     """
@@ -101,7 +101,7 @@ def build_train_env(cfg: DictConfig, spec: RunSpec, seed: int) -> VecEnv:
     :param seed: the envs' base seed
     """
     split = spec.split
-    return envs.make_vec_env(split.train, cfg.n_envs, seed, vec_env=cfg.vec_env, level_seeds=split.train_seeds)
+    return rims_rl.envs.make_vec_env(split.train, cfg.n_envs, seed, vec_env=cfg.vec_env, level_seeds=split.train_seeds)
 
 
 def build_eval_targets(spec: RunSpec) -> list[EvalTarget]:
@@ -110,12 +110,12 @@ def build_eval_targets(spec: RunSpec) -> list[EvalTarget]:
 
     :param spec: the run's checked spec
     """
-    return eval_targets(spec.split, lambda env_id, seeds: envs.make_env_fn(env_id, level_seeds=seeds))
+    return eval_targets(spec.split, lambda env_id, seeds: rims_rl.envs.make_env_fn(env_id, level_seeds=seeds))
 
 
 def build_selection_envs(spec: RunSpec, seed: int) -> list[tuple[str, str, gym.Env]]:
     """One unvectorised env for the split's first train env id and for its first held-out env id, on that side's
-    levels, for :func:`experiments.selection.record_selection`.
+    levels, for :func:`rims_rl.experiments.selection.record_selection`.
 
     :param spec: the run's checked spec
     :param seed: the envs' level-drawing seed (the evaluation seed)
@@ -123,7 +123,11 @@ def build_selection_envs(spec: RunSpec, seed: int) -> list[tuple[str, str, gym.E
     """
     split = spec.split
     return [
-        (target_name(split, ids[0], scope), scope, envs.make_env_fn(ids[0], level_seeds=seeds, level_rng_seed=seed)())
+        (
+            target_name(split, ids[0], scope),
+            scope,
+            rims_rl.envs.make_env_fn(ids[0], level_seeds=seeds, level_rng_seed=seed)(),
+        )
         for scope, ids, seeds in (
             ("train", split.train, split.train_seeds),
             ("heldout", split.heldout, split.heldout_seeds),

@@ -21,7 +21,7 @@ import torch
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE = "model.zip"
-#: The JAX backend's model file (:mod:`experiments.train_jax`).
+#: The JAX backend's model file (:mod:`rims_rl.experiments.train_jax`).
 TRAIN_STATE_FILE = "train_state.npz"
 STATE_FILE = "state.pkl"
 

@@ -1,5 +1,5 @@
 """Config checking, in one place: the command line before Hydra composes anything, then the composed config
-against the schema (:mod:`experiments.schema`), then the values derived from it.
+against the schema (:mod:`rims_rl.experiments.schema`), then the values derived from it.
 
 Every check raises :class:`ConfigError` with a one-line message naming the key, the bad value and what is allowed
 (the closest valid key for a typo); :func:`fail` prints it and exits with status 2. Derived values (the model
@@ -23,8 +23,8 @@ import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import rims_rl
-from experiments.limits import MAX_FRAMES, MAX_SEED
-from experiments.schema import OPEN_SECTIONS, TrainSchema, schema_fields
+from rims_rl.experiments.limits import MAX_FRAMES, MAX_SEED
+from rims_rl.experiments.schema import OPEN_SECTIONS, TrainSchema, schema_fields
 from rims_rl.rim import AUTHORS, PAPER
 
 #: The shipped configs (the Hydra apps' ``config_path``): ``rims_rl/configs``, a link to the repository's
@@ -152,7 +152,7 @@ def check_group_overrides(args: Iterable[str], groups: Iterable[str] = GROUPS, c
     >>> check_group_overrides(["agent=dqn"])
     Traceback (most recent call last):
     ...
-    experiments.config.ConfigError: unknown agent 'dqn'; choices: a2c, ppo
+    rims_rl.experiments.config.ConfigError: unknown agent 'dqn'; choices: a2c, ppo
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -250,12 +250,12 @@ def scaled_frames(frames: int, scale: float) -> int:
 class RunSpec:
     """What a run is, derived from its config and checked.
 
-    :param split: the generalisation split (an :class:`envs.Split`, validated)
+    :param split: the generalisation split (an :class:`rims_rl.envs.Split`, validated)
     :param core: the core: a registered name (:data:`rims_rl.CORES`) or an import path ``package.module:Name``
     :param core_kwargs: the core's constructor kwargs (the ``model`` group minus ``core`` and ``features``)
     :param features: ``model.features``: the features extractor's ``output`` (``"vector"`` or ``"set"``)
     :param label: :func:`model_label` of the model
-    :param algo: a registered algorithm (:data:`agents.ALGORITHMS`), e.g. ``"ppo"``
+    :param algo: a registered algorithm (:data:`rims_rl.agents.ALGORITHMS`), e.g. ``"ppo"``
     :param total_frames: training frames (environment steps over all training envs)
     :param eval_every: frames between evaluations
     :param eval_episodes: episodes per env id and action mode
@@ -285,17 +285,17 @@ class RunSpec:
 def build_spec(cfg: DictConfig) -> RunSpec:
     """Check a composed ``train`` config and derive the run's values, without building any environment.
 
-    Every key and value is checked against :class:`~experiments.schema.TrainSchema` (:func:`check_config`), env ids
-    with :meth:`envs.Split.validate`, the model by building its core with :func:`rims_rl.make_core` on a dummy
-    input size (an import path that does not import, or an object without the core surface, fails here).
+    Every key and value is checked against :class:`~rims_rl.experiments.schema.TrainSchema` (:func:`check_config`), env
+    ids with :meth:`rims_rl.envs.Split.validate`, the model by building its core with :func:`rims_rl.make_core` on a
+    dummy input size (an import path that does not import, or an object without the core surface, fails here).
 
     :param cfg: the composed config
     :return: the run's spec
     :raises ConfigError: on the first bad value
     """
-    import envs
-    from experiments.metrics import check_wandb_login
+    import rims_rl.envs
     from rims_rl import make_core
+    from rims_rl.experiments.metrics import check_wandb_login
 
     check_config(cfg, TrainSchema)
     backend = OmegaConf.select(cfg, "backend", default="torch")
@@ -316,7 +316,7 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         if value > MAX_FRAMES:
             raise ConfigError(
                 f"{key}={OmegaConf.select(cfg, key)!r} times budget.frames_scale={scale:g} is {value:.3g} frames; "
-                f"expected at most {MAX_FRAMES:.0e} (experiments.limits.MAX_FRAMES)"
+                f"expected at most {MAX_FRAMES:.0e} (rims_rl.experiments.limits.MAX_FRAMES)"
             )
     try:
         check_wandb_login(cfg.logger.wandb.mode)
@@ -324,7 +324,7 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         raise ConfigError(str(err)) from None
 
     try:
-        split = envs.Split(**to_dict(cfg.env)).validate()
+        split = rims_rl.envs.Split(**to_dict(cfg.env)).validate()
     except (TypeError, ValueError) as err:
         raise ConfigError(f"env: {err}") from None
 
@@ -340,7 +340,7 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         make_core(core, 8, **model)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model {label}: {err}") from None
-    if backend == "torch":  # backend=jax checks its algorithm's arguments in experiments.train_jax.check_jax
+    if backend == "torch":  # backend=jax checks its algorithm's arguments in rims_rl.experiments.train_jax.check_jax
         check_algorithm(cfg.agent)
 
     eval_episodes = int(cfg.eval.episodes)  # counts are whole numbers here (checked); 3e5 arrives as a float
@@ -371,7 +371,7 @@ def check_algorithm(agent: DictConfig) -> None:
     :param agent: the composed ``agent`` section
     :raises ConfigError: with the algorithm's message, in one line
     """
-    from agents import ALGORITHMS, RecurrentActorCriticPolicy
+    from rims_rl.agents import ALGORITHMS, RecurrentActorCriticPolicy
 
     kwargs = to_dict(agent)
     algo = kwargs.pop("algo")
@@ -395,8 +395,8 @@ def check_config(cfg: DictConfig, schema: type, prefix: str = "") -> None:
     """Check every key and value of a composed config against a schema dataclass.
 
     Keys the schema does not know are errors (with the closest known key), except in the open sections
-    (:data:`~experiments.schema.OPEN_SECTIONS`), where they must be arguments of the core's or the algorithm's
-    constructor; a field's rule (:func:`experiments.schema.rule`) checks its value. Keys absent from ``cfg`` are
+    (:data:`~rims_rl.experiments.schema.OPEN_SECTIONS`), where they must be arguments of the core's or the algorithm's
+    constructor; a field's rule (:func:`rims_rl.experiments.schema.rule`) checks its value. Keys absent from ``cfg`` are
     not checked (configs saved by older versions lack some).
 
     :param cfg: the composed config (or one of its sections)
@@ -431,9 +431,9 @@ def check_config(cfg: DictConfig, schema: type, prefix: str = "") -> None:
 
 def _check_constructor_keys(cfg: DictConfig) -> None:
     """The open keys of ``model`` and ``agent`` must be constructor arguments of the core and the algorithm."""
-    from agents import ALGORITHMS
-    from experiments.builders import POLICY
+    from rims_rl.agents import ALGORITHMS
     from rims_rl.cores import check_constructor, resolve_core
+    from rims_rl.experiments.builders import POLICY
 
     try:  # an object that is no core is named as such before its keys are judged as its arguments
         core = resolve_core(cfg.model.core)

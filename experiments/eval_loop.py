@@ -91,7 +91,7 @@ class Episodes(NamedTuple):
 def eval_targets(split: Any, make_env: Callable[[str, Sequence[int] | None], Callable[[], Any]]) -> list[EvalTarget]:
     """One :class:`EvalTarget` per train env id and per held-out env id.
 
-    :param split: an :class:`envs.Split`
+    :param split: an :class:`rims_rl.envs.Split`
     :param make_env: ``make_env(env_id, level_seeds)``, a thunk that builds one such env
     :return: the targets, train ones first
     """
@@ -106,7 +106,7 @@ def eval_targets(split: Any, make_env: Callable[[str, Sequence[int] | None], Cal
 
 
 def target_name(split: Any, env_id: str, scope: str) -> str:
-    """:param split: an :class:`envs.Split`
+    """:param split: an :class:`rims_rl.envs.Split`
     :param env_id: one of its env ids
     :param scope: the side it is evaluated on, ``"train"`` or ``"heldout"``
     :return: its metric scope: the id, or ``<id>@<scope>`` when the id is on both sides
@@ -270,7 +270,7 @@ def play(
     """Play ``n_episodes`` counted episodes per target and action mode in one vectorised pass (module docstring).
 
     :param model: anything with SB3's recurrent ``predict(obs, state, episode_start, deterministic)`` that accepts a
-        ``(B,)`` bool array as ``deterministic`` (as :class:`agents.RecurrentActorCriticPolicy` does)
+        ``(B,)`` bool array as ``deterministic`` (as :class:`rims_rl.agents.RecurrentActorCriticPolicy` does)
     :param targets: the evaluated envs
     :param n_episodes: ``M``, episodes counted per target and mode
     :param n_envs: ``n``, sub-envs per target and mode (at most ``M`` are used)

@@ -5,7 +5,7 @@ Examples::
     rims-rl-eval checkpoint=outputs/2026-11-26/09-30-00                 # latest checkpoint, its own split
     rims-rl-eval checkpoint=outputs/.../checkpoints/frames_000000300032 env=doorkey episodes=100
 
-The metrics are those logged during training (:mod:`experiments.eval_loop`): ``eval/<scope>/<stat>``. A bar of
+The metrics are those logged during training (:mod:`rims_rl.experiments.eval_loop`): ``eval/<scope>/<stat>``. A bar of
 the counted episodes (with the episodes done per env id) is shown on stderr while it plays.
 """
 
@@ -21,10 +21,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-import envs
-from experiments.builders import load_agent
-from experiments.checkpoint import resolve_checkpoint, run_dir_of
-from experiments.config import (
+import rims_rl.envs
+from rims_rl.experiments.builders import load_agent
+from rims_rl.experiments.checkpoint import resolve_checkpoint, run_dir_of
+from rims_rl.experiments.config import (
     CONFIG_DIR,
     ConfigError,
     check_command_line,
@@ -34,8 +34,8 @@ from experiments.config import (
     split_model,
     to_dict,
 )
-from experiments.eval_loop import eval_targets, evaluate
-from experiments.schema import EvalSchema
+from rims_rl.experiments.eval_loop import eval_targets, evaluate
+from rims_rl.experiments.schema import EvalSchema
 
 PROG = "rims-rl-eval"
 
@@ -88,7 +88,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     run_cfg = OmegaConf.load(saved)
     split_cfg = cfg.get("env") or run_cfg.env
     try:
-        split = envs.Split(**to_dict(split_cfg)).validate()
+        split = rims_rl.envs.Split(**to_dict(split_cfg)).validate()
     except (TypeError, ValueError) as err:
         raise ConfigError(f"env: {err}") from None
 
@@ -96,7 +96,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     algo = run_cfg.agent.algo
     model = load_agent(checkpoint.model_path, algo, device=cfg.device)
     model.set_random_seed(cfg.seed)  # after loading, which re-seeds python, numpy and torch with the run's seed
-    targets = eval_targets(split, lambda env_id, seeds: envs.make_env_fn(env_id, level_seeds=seeds))
+    targets = eval_targets(split, lambda env_id, seeds: rims_rl.envs.make_env_fn(env_id, level_seeds=seeds))
     max_steps = None if cfg.max_steps is None else int(cfg.max_steps)
     metrics = evaluate(model, targets, episodes, n_envs, cfg.seed, max_steps, progress=True)
     core, features, core_kwargs = split_model(to_dict(run_cfg.model))

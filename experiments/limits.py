@@ -1,6 +1,6 @@
 """The bounds every command shares, in one place, and the argparse helpers that enforce them in the commands that
 are not Hydra apps (``rims-rl-report``, ``benchmarks/*.py``). Standard library only, so a benchmark pays nothing
-to import it; :mod:`experiments.schema` reads the same bounds for the Hydra apps.
+to import it; :mod:`rims_rl.experiments.schema` reads the same bounds for the Hydra apps.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def count(minimum: int = 1, maximum: int = MAX_COUNT) -> Callable[[str], int]:
 
 class ArgumentParser(argparse.ArgumentParser):
     """An :class:`argparse.ArgumentParser` whose usage errors are one line, ``<prog>: error: <message>``, exit
-    status 2, as the Hydra apps' (``experiments.config.fail``); ``--help`` still prints the usage."""
+    status 2, as the Hydra apps' (``rims_rl.experiments.config.fail``); ``--help`` still prints the usage."""
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {' '.join(message.split())}", file=sys.stderr, flush=True)

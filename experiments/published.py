@@ -1,7 +1,7 @@
 """Published reference numbers that ``rims-rl-report`` prints beside ours.
 
 Each :class:`Published` set is keyed ``split -> env id -> model label``; the labels are those of
-:func:`experiments.config.model_label`, so a run trained with the matching preset (e.g. ``experiment=dido_empty
+:func:`rims_rl.experiments.config.model_label`, so a run trained with the matching preset (e.g. ``experiment=dido_empty
 model=dido_rim_k3``, label ``rim64_u4_k3``) lines up with its reference number.
 
 >>> DIDO_TABLE.values["empty"]["MiniGrid-Empty-16x16-v0"]["lstm64"]

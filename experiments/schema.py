@@ -1,11 +1,11 @@
 """The configuration schema: one dataclass per config section, a docstring on every field, and the check each value
 must pass. Registered in Hydra's ConfigStore (``train_schema``, ``eval_schema``) as the base of ``configs/train.yaml``
-and ``configs/eval.yaml``; :mod:`experiments.config` checks a composed config and the command line against it.
+and ``configs/eval.yaml``; :mod:`rims_rl.experiments.config` checks a composed config and the command line against it.
 
 A field's check lives in its metadata (:func:`rule`); a check returns ``None`` for a good value and otherwise
 what is expected, which the error message shows beside the key and the value. Counts are whole numbers up to
-:data:`~experiments.limits.MAX_COUNT`, frame counts up to :data:`~experiments.limits.MAX_FRAMES` (10^12; why:
-there), seeds up to :data:`~experiments.limits.MAX_SEED`, and every real number is
+:data:`~rims_rl.experiments.limits.MAX_COUNT`, frame counts up to :data:`~rims_rl.experiments.limits.MAX_FRAMES` (10^12;
+why: there), seeds up to :data:`~rims_rl.experiments.limits.MAX_SEED`, and every real number is
 finite. The ``model`` and ``agent`` sections
 are open beyond their fields: their other keys are constructor arguments of the core and of the algorithm.
 """
@@ -21,7 +21,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from experiments.limits import MAX_COUNT, MAX_FRAMES, MAX_SEED
+from rims_rl.experiments.limits import MAX_COUNT, MAX_FRAMES, MAX_SEED
 
 #: A value check: ``None`` for a good value, else what is expected (``"a whole number >= 1"``).
 Check = Callable[[Any], "str | None"]
@@ -38,7 +38,8 @@ def rule(check: Check) -> dict[str, Check]:
 
 def group(schema: type) -> dict[str, type]:
     """The metadata of a config-group field checked against ``schema``. Hydra composes a group untyped (its options
-    add their own keys: a core's or an algorithm's arguments); :mod:`experiments.config` checks it against ``schema``.
+    add their own keys: a core's or an algorithm's arguments); :mod:`rims_rl.experiments.config` checks it against
+    ``schema``.
 
     :param schema: the section's dataclass
     """
@@ -135,25 +136,25 @@ def _is_number(value: Any) -> bool:
 
 
 def _vec_envs() -> list[str]:
-    from envs.factory import VEC_ENV_CLASSES
+    from rims_rl.envs.factory import VEC_ENV_CLASSES
 
     return list(VEC_ENV_CLASSES)
 
 
 def _algorithms() -> list[str]:
-    from agents.registry import ALGORITHMS
+    from rims_rl.agents.registry import ALGORITHMS
 
     return list(ALGORITHMS)
 
 
 def _extractor_outputs() -> list[str]:
-    from agents.extractors import EXTRACTOR_OUTPUTS
+    from rims_rl.agents.extractors import EXTRACTOR_OUTPUTS
 
     return list(EXTRACTOR_OUTPUTS)
 
 
 def _backends() -> list[str]:
-    from envs.splits import BACKENDS
+    from rims_rl.envs.splits import BACKENDS
 
     return list(BACKENDS)
 
@@ -237,12 +238,12 @@ class BudgetSection:
 
     frames_scale: Any = field(default=MISSING, metadata=rule(number(0, low_open=True)))
     """Factor on ``total_frames``, ``eval.every_frames`` and ``checkpoint.every_frames`` (rounded, at least 1; the
-    scaled counts must stay within :data:`~experiments.limits.MAX_FRAMES`)."""
+    scaled counts must stay within :data:`~rims_rl.experiments.limits.MAX_FRAMES`)."""
 
 
 @dataclass
 class SplitSection:
-    """A generalisation split (``configs/env/``): the fields of :class:`envs.Split`, which checks them."""
+    """A generalisation split (``configs/env/``): the fields of :class:`rims_rl.envs.Split`, which checks them."""
 
     name: str = field(default=MISSING, metadata=rule(_STRING))
     """The split's name (its file's stem)."""
@@ -268,7 +269,7 @@ class ModelSection:
     taking ``(input_size, **kwargs)`` that returns a core (``forward(input, hx=None, *, episode_starts=None)``,
     ``hidden_size``, ``initial_state``)."""
     features: str = field(default=MISSING, metadata=rule(one_of(_extractor_outputs)))
-    """What the core reads (:data:`agents.extractors.EXTRACTOR_OUTPUTS`, the features extractor's ``output``):
+    """What the core reads (:data:`rims_rl.agents.extractors.EXTRACTOR_OUTPUTS`, the features extractor's ``output``):
     ``vector``, one feature vector per step; ``set``, the view's cells (and direction, mission) as a set of elements,
     which a core with ``accepts_sets`` (``rim``) reads as a set and any other core flattened. ``vector`` unless a
     model config says otherwise (the schema's default of ``model``); not a core argument."""
@@ -276,12 +277,13 @@ class ModelSection:
 
 @dataclass
 class PolicySection:
-    """``agent.policy_kwargs``: arguments of :class:`agents.RecurrentActorCriticPolicy` (other keys pass through)."""
+    """``agent.policy_kwargs``: arguments of :class:`rims_rl.agents.RecurrentActorCriticPolicy` (other keys pass
+    through)."""
 
     net_arch: Any = None
     """MLP layers after the core, as in SB3: ``{pi: [64], vf: [64]}`` or one list for both."""
     features_extractor_kwargs: Any = field(default=MISSING, metadata=rule(optional(of_type(dict, "a mapping"))))
-    """Arguments of :class:`agents.MiniGridFeaturesExtractor` (e.g. ``mission_encoder: gru``)."""
+    """Arguments of :class:`rims_rl.agents.MiniGridFeaturesExtractor` (e.g. ``mission_encoder: gru``)."""
     shared_core: Any = field(default=MISSING, metadata=rule(optional(of_type(bool, "true or false"))))
     """True: actor and critic share one core; false: the critic gets its own core of the same kind."""
 
@@ -292,7 +294,7 @@ class AgentSection:
     arguments of the algorithm's class; any other argument of that class may be added with ``+agent.<name>=``."""
 
     algo: str = field(default=MISSING, metadata=rule(one_of(_algorithms)))
-    """A registered algorithm (:data:`agents.ALGORITHMS`), e.g. ``ppo``."""
+    """A registered algorithm (:data:`rims_rl.agents.ALGORITHMS`), e.g. ``ppo``."""
     learning_rate: Any = field(default=MISSING, metadata=rule(number(0, low_open=True)))
     """The optimizer's learning rate."""
     n_steps: Any = field(default=MISSING, metadata=rule(whole(1)))
@@ -357,7 +359,7 @@ class TrainSchema:
     only), each in its own run directory ``<run dir>/seed_<s>/``."""
     total_frames: Any = field(default=MISSING, metadata=rule(whole(1, MAX_FRAMES)))
     """Environment steps over all training envs (``3e5`` is accepted); times ``budget.frames_scale``; at most
-    :data:`~experiments.limits.MAX_FRAMES` (10^12) before and after the scale."""
+    :data:`~rims_rl.experiments.limits.MAX_FRAMES` (10^12) before and after the scale."""
     n_envs: Any = field(default=MISSING, metadata=rule(whole(1)))
     """Training envs in one VecEnv."""
     vec_env: str = field(default=MISSING, metadata=rule(one_of(_vec_envs)))

@@ -40,7 +40,7 @@ try:
 except ImportError as err:  # a dependency of the package; say how to get it back
     raise ImportError(f"selection rasters are drawn with matplotlib: pip install matplotlib ({err})") from err
 
-from experiments.layout import fit_titles
+from rims_rl.experiments.layout import fit_titles
 
 #: The events of an episode: kind -> label (and the order a step's events are listed in).
 EVENTS = {"key": "key picked up", "door": "door opened", "goal": "goal reached", "end": "episode end"}

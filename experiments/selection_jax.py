@@ -1,23 +1,23 @@
-"""Selection rasters of the JAX backend (``backend=jax``): the episodes of :mod:`experiments.selection`, played with
-the trained parameters of every seed of a job in one jitted program per env.
+"""Selection rasters of the JAX backend (``backend=jax``): the episodes of :mod:`rims_rl.experiments.selection`, played
+with the trained parameters of every seed of a job in one jitted program per env.
 
 At the end of training, for a core that sows its active units (``intermediates/core/active``, as
 :class:`rims_rl.jax.RIM`), :func:`record_selection` plays one episode (sampled actions, keys from the evaluation
 seed) on each given env, for every seed, and writes each seed's ``selection/<env>.json`` and
-``selection_raster.png`` with :func:`experiments.selection.write_selection`: the files, format and figure of the torch
-backend, so ``rims-rl-report`` reads both alike.
+``selection_raster.png`` with :func:`rims_rl.experiments.selection.write_selection`: the files, format and figure of the
+torch backend, so ``rims-rl-report`` reads both alike.
 
 An episode is :func:`play_episode`: a ``jax.lax.scan`` of ``max_steps`` steps of batch one, steps after the episode's
 end masked out (an episode always ends by ``max_steps``, the time limit); with ``jax.vmap`` over seeds it is one
 compiled program per env. For a small RIM (``hidden_size=12``, 3 units) on DoorKey-5x5, two seeds, one pinned CPU
 thread on a loaded machine: tracing 1.5 s, compiling 8.5 s, playing 250 steps 13 ms.
 
-Events (:data:`experiments.selection.EVENTS`, :func:`step_with_events`) are read from the navix state before and after
-each step, with :func:`experiments.selection.step_events`'s meanings: ``key``, the agent's pocket becomes a key;
-``door``, a door's ``open`` turns true; ``goal``, a positive reward; ``end``, terminated or truncated. An event at
-step ``t`` is caused by the action of step ``t``. One case is not seen: a key picked up or a door opened by the
-action that the time limit cuts off, because :class:`envs.jax.JaxEnv` returns the next episode's first state from
-an ending step (the actions that end an episode otherwise, walking onto the goal or into lava or an obstacle and
+Events (:data:`rims_rl.experiments.selection.EVENTS`, :func:`step_with_events`) are read from the navix state before and
+after each step, with :func:`rims_rl.experiments.selection.step_events`'s meanings: ``key``, the agent's pocket becomes
+a key; ``door``, a door's ``open`` turns true; ``goal``, a positive reward; ``end``, terminated or truncated. An event
+at step ``t`` is caused by the action of step ``t``. One case is not seen: a key picked up or a door opened by the
+action that the time limit cuts off, because :class:`rims_rl.envs.jax.JaxEnv` returns the next episode's first state
+from an ending step (the actions that end an episode otherwise, walking onto the goal or into lava or an obstacle and
 picking up KeyCorridor's ball, pick up no key and open no door).
 
 Symbols: S seeds, T steps of the episode, M ``max_steps``, L layers, U units per layer.
@@ -36,10 +36,10 @@ import numpy as np
 from jax import Array
 from navix.entities import Entities
 
-from agents.jax.ppo import PPOConfig, make_policy
-from envs.jax import EnvState, JaxEnv, Obs
-from experiments.builders import eval_seed_of
-from experiments.selection import EVENTS, Event, SelectionEpisode, write_selection
+from rims_rl.agents.jax.ppo import PPOConfig, make_policy
+from rims_rl.envs.jax import EnvState, JaxEnv, Obs
+from rims_rl.experiments.builders import eval_seed_of
+from rims_rl.experiments.selection import EVENTS, Event, SelectionEpisode, write_selection
 
 __all__ = ["EpisodeSteps", "play_episode", "record_selection", "step_with_events", "to_episode", "unit_shape"]
 
@@ -48,7 +48,8 @@ class EpisodeSteps(NamedTuple):
     """The ``M`` steps :func:`play_episode` plays; only those with ``alive`` belong to the episode.
 
     :param active: ``(M, L, U)`` bool, the active units at each step
-    :param events: ``(M, E)`` bool, the events of each step, in the order of :data:`~experiments.selection.EVENTS`
+    :param events: ``(M, E)`` bool, the events of each step, in the order of
+        :data:`~rims_rl.experiments.selection.EVENTS`
     :param rewards: ``(M,)`` float32
     :param alive: ``(M,)`` bool, the step belongs to the episode (the steps up to its end)
     """
@@ -78,7 +79,8 @@ def step_with_events(
     :param action: int32 ``()``
     :param key: the step's key (the next episode's level, when this step ends one)
     :return: the next state and observation (the next episode's first after an end), the reward, ``done``
-        (terminated or truncated) and the events, bool ``(E,)`` in the order of :data:`~experiments.selection.EVENTS`
+        (terminated or truncated) and the events, bool ``(E,)`` in the order of
+        :data:`~rims_rl.experiments.selection.EVENTS`
     """
     held, doors = _key_and_doors(state)
     state, obs, reward, terminated, truncated = env.step(state, action, key)
@@ -167,8 +169,9 @@ def record_selection(
     titles: Sequence[str],
 ) -> list[Path]:
     """For a core that reports its active units: one episode per env and seed, written into each seed's run
-    directory as ``selection/<env>.json`` and ``selection_raster.png`` (:func:`experiments.selection.write_selection`).
-    Env ``i`` of seed ``s`` plays with the key ``fold_in(PRNGKey(eval_seed_of(s)), i)``.
+    directory as ``selection/<env>.json`` and ``selection_raster.png``
+    (:func:`rims_rl.experiments.selection.write_selection`). Env ``i`` of seed ``s`` plays with the key
+    ``fold_in(PRNGKey(eval_seed_of(s)), i)``.
 
     :param params: the policy's variables, leading axis ``S``
     :param config: the policy's config

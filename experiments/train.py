@@ -9,8 +9,8 @@ Examples::
 
 The run directory (Hydra's output directory) gets ``metrics.jsonl``, ``run_info.json``, ``checkpoints/``,
 ``.hydra/``, unless ``logger.wandb.mode=disabled`` ``wandb/``, and for a core that reports its active units
-``selection/`` and ``selection_raster.png`` (:mod:`experiments.selection`). A resumed run keeps writing to its own
-directory with its saved config (other overrides are ignored); the resume command's Hydra directory only holds
+``selection/`` and ``selection_raster.png`` (:mod:`rims_rl.experiments.selection`). A resumed run keeps writing to its
+own directory with its saved config (other overrides are ignored); the resume command's Hydra directory only holds
 its log.
 """
 
@@ -35,7 +35,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
-from experiments.builders import (
+from rims_rl.experiments.builders import (
     build_agent,
     build_eval_targets,
     build_selection_envs,
@@ -43,7 +43,7 @@ from experiments.builders import (
     eval_seed_of,
     load_agent,
 )
-from experiments.checkpoint import (
+from rims_rl.experiments.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
     latest_checkpoint,
@@ -51,7 +51,7 @@ from experiments.checkpoint import (
     save_checkpoint,
     set_rng_states,
 )
-from experiments.config import (
+from rims_rl.experiments.config import (
     CONFIG_DIR,
     ConfigError,
     RunSpec,
@@ -61,8 +61,8 @@ from experiments.config import (
     fail,
     to_dict,
 )
-from experiments.eval_loop import EvalTarget, evaluate, reports_units
-from experiments.metrics import (
+from rims_rl.experiments.eval_loop import EvalTarget, evaluate, reports_units
+from rims_rl.experiments.metrics import (
     METRICS_FILE,
     RUN_INFO_FILE,
     MetricsLog,
@@ -71,8 +71,8 @@ from experiments.metrics import (
     sb3_logger,
     truncate_metrics,
 )
-from experiments.schema import TrainSchema
-from experiments.selection import RASTER_FILE, SELECTION_DIR, record_selection
+from rims_rl.experiments.schema import TrainSchema
+from rims_rl.experiments.selection import RASTER_FILE, SELECTION_DIR, record_selection
 
 PROG = "rims-rl-train"
 
@@ -98,7 +98,7 @@ def hydra_main(cfg: DictConfig) -> None:
             run_dir, cfg = saved_run(Path(cfg.resume))
         spec = build_spec(cfg)
         if OmegaConf.select(cfg, "backend", default="torch") == "jax":
-            from experiments.train_jax import check_jax, train_jax  # imports jax
+            from rims_rl.experiments.train_jax import check_jax, train_jax  # imports jax
 
             train_jax(cfg, spec, check_jax(cfg, spec), run_dir, resuming)
         else:
@@ -125,7 +125,7 @@ def train(cfg: DictConfig, spec: RunSpec, run_dir: Path, resuming: bool = False)
     seed, prepare the run directory, build the envs and the agent, open the logs, learn.
 
     :param cfg: the composed config
-    :param spec: its checked spec (:func:`experiments.config.build_spec`)
+    :param spec: its checked spec (:func:`rims_rl.experiments.config.build_spec`)
     :param run_dir: the run directory
     :param resuming: continue from the latest checkpoint in ``run_dir`` (from scratch if there is none),
         dropping the metrics logged after it
@@ -299,7 +299,7 @@ def progress_bar(spec: RunSpec, frames: int, desc: str) -> tqdm:
 
 def record_rasters(model: BaseAlgorithm, spec: RunSpec, run_dir: Path, seed: int) -> None:
     """For a core that reports its active units: one episode's selection raster on the split's first train env
-    and first held-out env (:mod:`experiments.selection`), sampled actions, the evaluation seed.
+    and first held-out env (:mod:`rims_rl.experiments.selection`), sampled actions, the evaluation seed.
 
     :param model: the trained agent
     :param spec: the run's spec

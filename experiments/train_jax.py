@@ -1,10 +1,10 @@
-"""The JAX backend of ``rims-rl-train`` (``backend=jax``): the envs (navix, :mod:`envs.jax`), the policy and the
-PPO/A2C update (:mod:`agents.jax`) run as one jitted program per segment of updates, for ``seeds_per_job`` seeds at
-once (``jax.vmap`` over a leading seed axis).
+"""The JAX backend of ``rims-rl-train`` (``backend=jax``): the envs (navix, :mod:`rims_rl.envs.jax`), the policy and the
+PPO/A2C update (:mod:`rims_rl.agents.jax`) run as one jitted program per segment of updates, for ``seeds_per_job`` seeds
+at once (``jax.vmap`` over a leading seed axis).
 
 Each seed writes the run directory a torch run writes: ``metrics.jsonl`` with the same keys, ``run_info.json`` (with
 ``backend: jax``), ``checkpoints/``, ``.hydra/config.yaml``, W&B and, for a RIM, the selection rasters
-(:mod:`experiments.selection_jax`), so ``rims-rl-report`` and ``resume=`` treat the backends alike. With
+(:mod:`rims_rl.experiments.selection_jax`), so ``rims-rl-report`` and ``resume=`` treat the backends alike. With
 ``seeds_per_job=N`` the job's directory holds ``seed_<s>/`` for seeds ``seed`` ..
 ``seed + N - 1``; each of them is a single-seed run directory (its config says ``seeds_per_job: 1``) that can be
 reported or resumed on its own, and ``resume=<job dir>`` resumes all of them together. Metric scopes name the
@@ -28,17 +28,17 @@ import jax
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from agents.jax.networks import CORES
-from agents.jax.ppo import CONFIGS, evaluate, init_seeds, update
-from envs.jax import make
-from experiments.builders import eval_seed_of
-from experiments.checkpoint import TRAIN_STATE_FILE, Checkpoint, list_checkpoints, write_checkpoint
-from experiments.config import ConfigError, RunSpec, to_dict
-from experiments.eval_loop import entropy_bits, target_name
-from experiments.metrics import METRICS_FILE, OVERRIDES_FILE, MetricsLog, truncate_metrics
-from experiments.selection import RASTER_FILE
-from experiments.selection_jax import record_selection
-from experiments.train import next_multiple, open_metrics, prepare_run_dir, progress_bar, write_run_info
+from rims_rl.agents.jax.networks import CORES
+from rims_rl.agents.jax.ppo import CONFIGS, evaluate, init_seeds, update
+from rims_rl.envs.jax import make
+from rims_rl.experiments.builders import eval_seed_of
+from rims_rl.experiments.checkpoint import TRAIN_STATE_FILE, Checkpoint, list_checkpoints, write_checkpoint
+from rims_rl.experiments.config import ConfigError, RunSpec, to_dict
+from rims_rl.experiments.eval_loop import entropy_bits, target_name
+from rims_rl.experiments.metrics import METRICS_FILE, OVERRIDES_FILE, MetricsLog, truncate_metrics
+from rims_rl.experiments.selection import RASTER_FILE
+from rims_rl.experiments.selection_jax import record_selection
+from rims_rl.experiments.train import next_multiple, open_metrics, prepare_run_dir, progress_bar, write_run_info
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class JaxTarget:
 
     :param scope: ``"train"`` or ``"heldout"``
     :param name: its metric scope (the MiniGrid id the navix env stands for, qualified as the torch backend does)
-    :param env: the :class:`envs.jax.JaxEnv`
+    :param env: the :class:`rims_rl.envs.jax.JaxEnv`
     """
 
     scope: str
@@ -64,7 +64,7 @@ class JaxTarget:
 class JaxPlan:
     """What a ``backend=jax`` job runs, checked before anything is built or compiled.
 
-    :param config: the algorithm's :class:`agents.jax.ppo.PPOConfig`
+    :param config: the algorithm's :class:`rims_rl.agents.jax.ppo.PPOConfig`
     :param train_id: the navix id of the training env
     :param targets: ``(scope, metric scope, navix id, level seeds)`` of every evaluated env, train ones first
     :param seeds: the job's seeds
@@ -78,9 +78,9 @@ class JaxPlan:
 
 def check_jax(cfg: DictConfig, spec: RunSpec) -> JaxPlan:
     """Check what the JAX backend needs beyond the common checks: navix ids for the split, one train env, vector
-    features, a core and algorithm of :mod:`agents.jax`, no torch-only agent option.
+    features, a core and algorithm of :mod:`rims_rl.agents.jax`, no torch-only agent option.
 
-    :param cfg: the composed config (checked by :func:`experiments.config.build_spec`)
+    :param cfg: the composed config (checked by :func:`rims_rl.experiments.config.build_spec`)
     :param spec: its spec
     :return: the plan
     :raises ConfigError: on the first problem, in one line
@@ -136,7 +136,7 @@ def check_jax(cfg: DictConfig, spec: RunSpec) -> JaxPlan:
 
 def train_jax(cfg: DictConfig, spec: RunSpec, plan: JaxPlan, job_dir: Path, resuming: bool = False) -> None:
     """Train the plan's seeds together, evaluating every ``spec.eval_every`` frames and checkpointing every
-    ``spec.checkpoint_every`` and at the end, as :func:`experiments.train.learn` does for the torch backend.
+    ``spec.checkpoint_every`` and at the end, as :func:`rims_rl.experiments.train.learn` does for the torch backend.
 
     :param cfg: the composed config
     :param spec: its spec
@@ -282,8 +282,8 @@ def _record_rasters(
     params: Any, targets: Sequence[JaxTarget], spec: RunSpec, plan: JaxPlan, runs: Sequence[tuple[Path, DictConfig]]
 ) -> None:
     """For a core that reports its active units: each seed's selection raster of one episode on the first train
-    target and the first held-out target (:mod:`experiments.selection_jax`), as the torch runner's
-    :func:`experiments.train.record_rasters`."""
+    target and the first held-out target (:mod:`rims_rl.experiments.selection_jax`), as the torch runner's
+    :func:`rims_rl.experiments.train.record_rasters`."""
     firsts = [next(t for t in targets if t.scope == scope) for scope in ("train", "heldout")]
     titles = [f"{spec.label} on {spec.split.name}, seed {s}: active units per step (one episode)" for s in plan.seeds]
     run_dirs = [run_dir for run_dir, _ in runs]
@@ -310,7 +310,7 @@ def _segment(env: Any, config: Any, n: int) -> Callable[[Any], tuple[Any, dict[s
 
 class Evaluators:
     """The jitted evaluations of every target, sampled and greedy in one program, vmapped over seeds; their results
-    as the torch backend's ``eval/*`` metrics (:func:`experiments.eval_loop.evaluate`), including the selection
+    as the torch backend's ``eval/*`` metrics (:func:`rims_rl.experiments.eval_loop.evaluate`), including the selection
     statistics of a RIM core, pooled over steps exactly as there.
 
     :param targets: the evaluated envs
@@ -387,8 +387,8 @@ class Evaluators:
 def _episode_metrics(
     prefix: str, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]], capped: bool
 ) -> dict[str, float]:
-    """:data:`experiments.eval_loop.STATS` over the episodes of ``pairs`` (``(sampled, greedy)`` results), and with
-    ``capped`` (an evaluation with a cap) ``capped_fraction`` and ``greedy_capped_fraction``."""
+    """:data:`rims_rl.experiments.eval_loop.STATS` over the episodes of ``pairs`` (``(sampled, greedy)`` results), and
+    with ``capped`` (an evaluation with a cap) ``capped_fraction`` and ``greedy_capped_fraction``."""
     metrics = {}
     for mode, name in ((0, ""), (1, "greedy_")):
         returns = np.concatenate([pair[mode]["returns"] for pair in pairs])
@@ -405,7 +405,7 @@ def _episode_metrics(
 
 
 def _selection_metrics(prefix: str, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, float]:
-    """The selection statistics of :class:`experiments.eval_loop.SelectionStats` over the counted steps of
+    """The selection statistics of :class:`rims_rl.experiments.eval_loop.SelectionStats` over the counted steps of
     ``pairs``, sampled and greedy together (empty for a core without active units)."""
     results = [result for pair in pairs for result in pair if "active_steps" in result]
     if not results:
@@ -430,7 +430,7 @@ def _selection_metrics(prefix: str, pairs: Sequence[tuple[dict[str, Any], dict[s
 
 def _save_states(state: Any, run_dirs: Sequence[Path], frames: int) -> None:
     """Each seed's slice of ``state`` as a checkpoint of its run directory: ``train_state.npz``, the leaves of its
-    ``agents.jax.ppo.TrainState`` in tree order."""
+    ``rims_rl.agents.jax.ppo.TrainState`` in tree order."""
     leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(jax.device_get(state))]
 
     def save(path: Path, seed_leaves: list[np.ndarray]) -> None:

@@ -53,10 +53,10 @@ def run_cli(tmp_path: Path) -> Run:
 
 @pytest.fixture
 def train(run_cli: Run) -> Run:
-    """``train(args, timeout=120, **env)``: ``rims-rl-train <args>`` (as ``python -m experiments.train``)."""
+    """``train(args, timeout=120, **env)``: ``rims-rl-train <args>`` (as ``python -m rims_rl.experiments.train``)."""
 
     def run(args: list[str], timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-        return run_cli("experiments.train", args, timeout, **env)
+        return run_cli("rims_rl.experiments.train", args, timeout, **env)
 
     return run
 

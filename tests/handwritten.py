@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.selection import Event, SelectionEpisode, save_episode
+from rims_rl.experiments.selection import Event, SelectionEpisode, save_episode
 
 TRAIN = ["MiniGrid-Empty-5x5-v0"]
 HELDOUT = ["MiniGrid-Empty-6x6-v0", "MiniGrid-Empty-16x16-v0"]

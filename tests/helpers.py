@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch as th
 
 if TYPE_CHECKING:
-    from agents import RecurrentPPO
+    from rims_rl.agents import RecurrentPPO
 
 REPO = Path(__file__).resolve().parent.parent
 

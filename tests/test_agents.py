@@ -11,8 +11,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 
-from agents import RecurrentA2C, RecurrentPPO
 from rims_rl import map_state
+from rims_rl.agents import RecurrentA2C, RecurrentPPO
 
 CORES = {
     "lstm": dict(hidden_size=24),
@@ -273,7 +273,7 @@ def one_thread():
 
 
 def test_clip_range_vf_takes_the_larger_of_torch_acs_two_squared_errors(monkeypatch, one_thread):
-    from agents import ppo as ppo_module
+    from rims_rl.agents import ppo as ppo_module
 
     values, old_values = th.tensor([1.0, 0.5, -0.3]), th.tensor([0.0, 0.4, 0.0])
     returns = th.tensor([0.0, 1.0, -1.0])

@@ -71,7 +71,8 @@ def test_memory_benchmark_rejects_core_kwargs_a_core_does_not_take(
     ],
 )
 def test_benchmark_flags_are_bounded_in_one_line(tmp_path: Path, script: str, args: list[str], message: str) -> None:
-    """Every benchmark's counts are bounded (experiments.limits) and refused in one line, before any measurement."""
+    """Every benchmark's counts are bounded (rims_rl.experiments.limits) and refused in one line, before any
+    measurement."""
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / script), *args],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,

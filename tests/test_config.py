@@ -16,12 +16,12 @@ import yaml
 from helpers import HELDOUT, REPO, Run, clean_env, ok
 from omegaconf import OmegaConf
 
-import experiments.config
-import experiments.schema
-from experiments.published import DIDO_TABLE
+import rims_rl.experiments.config
+import rims_rl.experiments.schema
+from rims_rl.experiments.published import DIDO_TABLE
 
 
-@pytest.mark.parametrize("module", [experiments.config, experiments.schema])
+@pytest.mark.parametrize("module", [rims_rl.experiments.config, rims_rl.experiments.schema])
 def test_doctests(module: Any) -> None:
     assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
 
@@ -54,9 +54,9 @@ def test_console_scripts_find_the_configs_from_any_directory(tmp_path: Path, scr
 
 
 def test_missing_config_dir_gives_a_line_without_an_empty_key(tmp_path: Path) -> None:
-    with pytest.raises(experiments.config.ConfigError) as info:
-        experiments.config.check_command_line(
-            ["seed=1"], "train", experiments.schema.TrainSchema, config_dir=tmp_path / "missing"
+    with pytest.raises(rims_rl.experiments.config.ConfigError) as info:
+        rims_rl.experiments.config.check_command_line(
+            ["seed=1"], "train", rims_rl.experiments.schema.TrainSchema, config_dir=tmp_path / "missing"
         )
     message = str(info.value)
     assert message.startswith("Primary config directory not found"), message
@@ -150,8 +150,8 @@ def _check_train_args(args: list[str]) -> None:
     """What ``rims-rl-train`` checks before it builds anything: the command line, then the composed config."""
     from hydra import compose, initialize_config_dir
 
-    from experiments.config import CONFIG_DIR, build_spec, check_command_line
-    from experiments.schema import TrainSchema
+    from rims_rl.experiments.config import CONFIG_DIR, build_spec, check_command_line
+    from rims_rl.experiments.schema import TrainSchema
 
     check_command_line(args, "train", TrainSchema)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -205,7 +205,7 @@ def _check_train_args(args: list[str]) -> None:
 def test_bad_values_are_refused_before_anything_is_built(args: list[str], expected: str) -> None:
     """Every class of bad value fails in the checks ``rims-rl-train`` runs before building an env (one line, the
     key or value named); the subprocess cases above show the same checks through the real command."""
-    with pytest.raises(experiments.config.ConfigError) as info:
+    with pytest.raises(rims_rl.experiments.config.ConfigError) as info:
         _check_train_args(args)
     message = " ".join(str(info.value).split())
     assert expected in message
@@ -223,17 +223,17 @@ def test_bad_values_are_refused_before_anything_is_built(args: list[str], expect
 )
 def test_eval_command_line_is_checked_against_its_schema(args: list[str], expected: str) -> None:
     """``rims-rl-eval`` runs the same checks on its own schema before it loads anything."""
-    from experiments.config import check_command_line
-    from experiments.schema import EvalSchema
+    from rims_rl.experiments.config import check_command_line
+    from rims_rl.experiments.schema import EvalSchema
 
-    with pytest.raises(experiments.config.ConfigError, match=re.escape(expected)):
+    with pytest.raises(rims_rl.experiments.config.ConfigError, match=re.escape(expected)):
         check_command_line(["checkpoint=run", *args], "eval", EvalSchema, groups=("env",))
 
 
 def test_wandb_online_without_credentials_fails_instead_of_prompting(tmp_path: Path) -> None:
     env = {**clean_env(), "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / ".config")}
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.train", "logger.wandb.mode=online", "hydra.run.dir=run"],
+        [sys.executable, "-m", "rims_rl.experiments.train", "logger.wandb.mode=online", "hydra.run.dir=run"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -289,7 +289,7 @@ def test_dido_presets(train: Run, experiment: str, split: str, frames: int) -> N
 def test_model_features_choose_the_extractor_output_and_mark_the_label(
     train: Run, args: list[str], features: str, label: str
 ) -> None:
-    from experiments.config import build_spec
+    from rims_rl.experiments.config import build_spec
 
     cfg = _job_cfg(train, args)
     assert cfg["model"]["features"] == features
@@ -299,7 +299,7 @@ def test_model_features_choose_the_extractor_output_and_mark_the_label(
 
 
 def test_dido_model_labels_match_the_published_keys() -> None:
-    from experiments.config import model_label
+    from rims_rl.experiments.config import model_label
 
     labels = set()
     for name in ("dido_lstm", "dido_rim_k3", "dido_rim_k2"):

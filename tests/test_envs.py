@@ -13,8 +13,8 @@ from minigrid.core.constants import DIR_TO_VEC
 from omegaconf import OmegaConf
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-import envs
-from envs import (
+import rims_rl.envs
+from rims_rl.envs import (
     HELDOUT_ID,
     MAX_MISSION_LEN,
     PAD_ID,
@@ -28,7 +28,7 @@ from envs import (
     make_vec_env,
     validate_env_id,
 )
-from envs.novel_distractors import (
+from rims_rl.envs.novel_distractors import (
     HARD_HELDOUT_ID,
     HARD_HELDOUT_PAIRS,
     HARD_TRAIN_ID,
@@ -490,10 +490,10 @@ def test_envs_does_not_import_agents_or_hydra() -> None:
 
     # agents: the package beside envs, in the same namespace
     code = (
-        "import sys, envs\n"
-        "prefix = envs.__name__.rpartition('envs')[0]\n"
+        "import sys, rims_rl.envs\n"
+        "prefix = rims_rl.envs.__name__.rpartition('envs')[0]\n"
         "print([m for m in sys.modules if m.split('.')[0] == 'hydra' or (m + '.').startswith(prefix + 'agents.')])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    assert envs.__all__
+    assert rims_rl.envs.__all__

@@ -1,4 +1,4 @@
-"""Tests for ``agents.extractors.MiniGridFeaturesExtractor`` on real MiniGrid observations (no mocks)."""
+"""Tests for ``rims_rl.agents.extractors.MiniGridFeaturesExtractor`` on real MiniGrid observations (no mocks)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecTransposeImage
 
-from agents.extractors import MiniGridFeaturesExtractor
-from envs import MAX_MISSION_LEN, TRAIN_ID, VOCAB, MissionToIdsWrapper, encode_mission
+from rims_rl.agents.extractors import MiniGridFeaturesExtractor
+from rims_rl.envs import MAX_MISSION_LEN, TRAIN_ID, VOCAB, MissionToIdsWrapper, encode_mission
 
 N_ENVS = 4
 
@@ -237,8 +237,8 @@ def test_extractors_module_does_not_import_envs_or_hydra() -> None:
 
     # envs: the package beside agents, in the same namespace
     code = (
-        "import sys, agents.extractors\n"
-        "prefix = agents.extractors.__name__.rpartition('agents')[0]\n"
+        "import sys, rims_rl.agents.extractors\n"
+        "prefix = rims_rl.agents.extractors.__name__.rpartition('agents')[0]\n"
         "print([m for m in sys.modules if m.split('.')[0] in ('hydra', 'minigrid') or "
         "(m + '.').startswith(prefix + 'envs.')])"
     )

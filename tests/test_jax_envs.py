@@ -1,5 +1,5 @@
-"""Tests of ``envs.jax``: the JAX envs observe, reward and end episodes as MiniGrid does (same layout, same actions,
-compared every step), auto-reset, run under jit + vmap + scan, honour level seeds; splits name per-backend ids.
+"""Tests of ``rims_rl.envs.jax``: the JAX envs observe, reward and end episodes as MiniGrid does (same layout, same
+actions, compared every step), auto-reset, run under jit + vmap + scan, honour level seeds; splits name per-backend ids.
 
 JAX runs on the CPU, one thread (tests/conftest.py).
 """
@@ -22,9 +22,9 @@ pytest.importorskip("navix")
 from minigrid.core.grid import Grid  # noqa: E402  # after the skips: these tests need jax and navix
 from minigrid.core.world_object import Ball, WorldObj  # noqa: E402
 
-from envs.jax import JAX_ENVS, make  # noqa: E402
-from envs.jax.env import _symbolic_grid  # noqa: E402
-from envs.splits import Split  # noqa: E402
+from rims_rl.envs.jax import JAX_ENVS, make  # noqa: E402
+from rims_rl.envs.jax.env import _symbolic_grid  # noqa: E402
+from rims_rl.envs.splits import Split  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "env"
 FORWARD, RIGHT, DONE = 2, 1, 6
@@ -206,7 +206,7 @@ def test_splits_name_jax_ids_or_say_which_backend_runs_them() -> None:
 
 def test_envs_and_the_id_registry_do_not_import_jax() -> None:
     code = (
-        "import sys, envs, envs.splits, envs.jax.ids; "
+        "import sys, rims_rl.envs, rims_rl.envs.splits, rims_rl.envs.jax.ids; "
         "assert 'jax' not in sys.modules and 'navix' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

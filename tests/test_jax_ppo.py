@@ -1,9 +1,9 @@
-"""The JAX backend's recurrent PPO/A2C (agents.jax): GAE against SB3's, the update's exact recomputation of the
+"""The JAX backend's recurrent PPO/A2C (rims_rl.agents.jax): GAE against SB3's, the update's exact recomputation of the
 rollout (ratio 1) with resets inside chunks, shared and separate critic cores, vmapped seeds against sequential
 ones, config errors, evaluation, and a short learning run.
 
-The env is :func:`cue_memory`, a toy with the :class:`envs.jax.JaxEnv` interface: a cue colour shown on the first
-step only, then blank views, then a query; the action on the query must name the cue (reward 1, else 0). Action 2
+The env is :func:`cue_memory`, a toy with the :class:`rims_rl.envs.jax.JaxEnv` interface: a cue colour shown on the
+first step only, then blank views, then a query; the action on the query must name the cue (reward 1, else 0). Action 2
 waits, so episodes end by termination or, waiting, by the time limit (truncation).
 """
 
@@ -21,8 +21,8 @@ import pytest
 jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 
-from agents.jax import ppo  # noqa: E402
-from agents.jax.networks import CORES  # noqa: E402
+from rims_rl.agents.jax import ppo  # noqa: E402
+from rims_rl.agents.jax.networks import CORES  # noqa: E402
 
 CORE_KWARGS = {
     "lstm": {"hidden_size": 16},
@@ -33,7 +33,7 @@ CORE_KWARGS = {
 
 @dataclass(frozen=True)
 class ToyEnv:
-    """The :class:`envs.jax.JaxEnv` interface."""
+    """The :class:`rims_rl.envs.jax.JaxEnv` interface."""
 
     env_id: str
     num_actions: int
@@ -87,7 +87,7 @@ def small_config(core: str = "lstm", **changes: Any) -> ppo.PPOConfig:
 
 
 def test_import_agents_does_not_import_jax() -> None:
-    code = "import sys, agents; assert 'jax' not in sys.modules and 'agents.jax' not in sys.modules"
+    code = "import sys, rims_rl.agents; assert 'jax' not in sys.modules and 'rims_rl.agents.jax' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -102,7 +102,7 @@ def test_conv2x2_is_flax_conv(ortho_init: bool) -> None:
     """The extractor's matmul convolutions: nn.Conv's parameters (names, shapes, init), outputs and gradients."""
     from flax import linen as nn
 
-    from agents.jax.networks import Conv2x2, MiniGridFeatures
+    from rims_rl.agents.jax.networks import Conv2x2, MiniGridFeatures
 
     init = {"kernel_init": nn.initializers.orthogonal(2**0.5), "bias_init": nn.initializers.zeros} if ortho_init else {}
     x = jax.random.normal(jax.random.key(1), (5, 6, 4, 3))
@@ -119,7 +119,7 @@ def test_conv2x2_is_flax_conv(ortho_init: bool) -> None:
 @pytest.mark.parametrize("core", ["lstm", "gru"])
 def test_recurrence_gradient_is_the_scan_gradient(core: str) -> None:
     """The gated cores' custom backward pass equals autodiff of their scan, with resets and a nonzero start."""
-    from agents.jax import networks
+    from rims_rl.agents.jax import networks
 
     cell = {"lstm": networks.LSTM, "gru": networks.GRU}[core]._cell
     T, B, H, G = 7, 3, 5, 4 if core == "lstm" else 3
@@ -266,8 +266,8 @@ INIT_SEEDS_AT_FULL_SIZE = """
 import os
 os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])  # XLA's pool: two workers, as where it deadlocked
 import jax, numpy as np
-from agents.jax import ppo
-from envs.jax import make
+from rims_rl.agents.jax import ppo
+from rims_rl.envs.jax import make
 env, config = make("Navix-DoorKey-5x5-v0"), ppo.PPOConfig()
 keys = jax.random.split(jax.random.PRNGKey(0), 3)
 states = ppo.init_seeds(keys, env, config)
@@ -416,9 +416,9 @@ def test_ppo_learns_empty_5x5() -> None:
     """Five seeds in one vmapped program, 15 updates (15k frames) on navix's Empty-5x5: the sampled return rises
     from a random policy's (about 0.2) to near the optimum 0.955 (measured: 0.955 on each seed at 30 updates)."""
     pytest.importorskip("navix")
-    import envs.jax
+    import rims_rl.envs.jax
 
-    env = envs.jax.make("Navix-Empty-5x5-v0")
+    env = rims_rl.envs.jax.make("Navix-Empty-5x5-v0")
     config = ppo.PPOConfig(
         n_envs=16, n_steps=64, batch_size=256, n_epochs=4, sequence_length=16, learning_rate=1e-3,
         core="gru", core_kwargs={"hidden_size": 32}, net_arch=[64],

@@ -1,6 +1,6 @@
-"""Selection rasters of the JAX backend (:mod:`experiments.selection_jax`): the events of a planned DoorKey episode
-are MiniGrid's at the same steps; a ``backend=jax`` RIM job writes each seed's episodes and raster as a torch run
-does, and the report shows them; a core without active units records nothing.
+"""Selection rasters of the JAX backend (:mod:`rims_rl.experiments.selection_jax`): the events of a planned DoorKey
+episode are MiniGrid's at the same steps; a ``backend=jax`` RIM job writes each seed's episodes and raster as a torch
+run does, and the report shows them; a core without active units records nothing.
 
 JAX runs on the CPU, one thread (tests/conftest.py).
 """
@@ -19,16 +19,24 @@ from helpers import TINY_MODEL, Run, ok
 from test_jax_envs import lay_out_in_minigrid
 from test_selection import solve_doorkey
 
-import experiments.report
-from experiments.selection import EVENTS, RASTER_FILE, SELECTION_DIR, Event, load_episodes, snapshot, step_events
+import rims_rl.experiments.report
+from rims_rl.experiments.selection import (
+    EVENTS,
+    RASTER_FILE,
+    SELECTION_DIR,
+    Event,
+    load_episodes,
+    snapshot,
+    step_events,
+)
 
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 pytest.importorskip("navix")
 
-from agents.jax.ppo import PPOConfig, init_seeds  # noqa: E402  # after the skips: these tests need jax and navix
-from envs.jax import JAX_ENVS, make  # noqa: E402
-from experiments.selection_jax import record_selection, step_with_events, unit_shape  # noqa: E402
+from rims_rl.agents.jax.ppo import PPOConfig, init_seeds  # noqa: E402  # after the skips: these tests need jax and navix
+from rims_rl.envs.jax import JAX_ENVS, make  # noqa: E402
+from rims_rl.experiments.selection_jax import record_selection, step_with_events, unit_shape  # noqa: E402
 
 TRAIN, HELDOUT = "MiniGrid-DoorKey-5x5-v0", "MiniGrid-DoorKey-6x6-v0"
 SEEDS = (3, 4)
@@ -117,7 +125,7 @@ def test_a_rim_job_writes_each_seeds_episodes_and_raster_and_the_report_shows_th
     assert recorded[0] != recorded[1]  # each seed plays its own parameters
 
     # The report draws the first seed's rasters and flags each run's selection, as for torch runs.
-    experiments.report.main([str(job), "--reps", "50"])
+    rims_rl.experiments.report.main([str(job), "--reps", "50"])
     out = job / "report"
     md = (out / "report.md").read_text()
     assert "![doorkey selection rasters](doorkey_selection_raster.png)" in md

@@ -23,9 +23,9 @@ import pytest
 import torch as th
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from agents import MiniGridFeaturesExtractor, RecurrentA2C, RecurrentPPO
 from benchmarks.memory import run as run_memory_benchmark  # the memory test runs the benchmark's own settings
-from envs import make_vec_env
+from rims_rl.agents import MiniGridFeaturesExtractor, RecurrentA2C, RecurrentPPO
+from rims_rl.envs import make_vec_env
 
 CORES = {
     "lstm": dict(hidden_size=64),

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from helpers import HELDOUT, REPO, TINY, TINY_AGENT, Run, ok
 
-import experiments.config
-import experiments.schema
+import rims_rl.experiments.config
+import rims_rl.experiments.schema
 
 #: A user's own configs: a model, a split and an experiment that picks both (``configs/<group>/<option>.yaml``).
 USER_CONFIGS = {
@@ -48,11 +48,15 @@ def write_user_configs(folder: Path) -> str:
 def test_users_own_configs_are_options_through_the_search_path(tmp_path: Path, train: Run) -> None:
     searchpath = write_user_configs(tmp_path / "my_configs")
     args = [searchpath, "model=my_gru", "env=my_empty", "experiment=my_tiny", "model.hidden_size=16"]
-    experiments.config.check_command_line(args, "train", experiments.schema.TrainSchema)
-    with pytest.raises(experiments.config.ConfigError, match=r"unknown model 'my_gruu'; choices: .*my_gru, rim"):
-        experiments.config.check_command_line([searchpath, "model=my_gruu"], "train", experiments.schema.TrainSchema)
-    with pytest.raises(experiments.config.ConfigError, match="unknown model 'my_gru'"):
-        experiments.config.check_command_line(["model=my_gru"], "train", experiments.schema.TrainSchema)
+    rims_rl.experiments.config.check_command_line(args, "train", rims_rl.experiments.schema.TrainSchema)
+    with pytest.raises(
+        rims_rl.experiments.config.ConfigError, match=r"unknown model 'my_gruu'; choices: .*my_gru, rim"
+    ):
+        rims_rl.experiments.config.check_command_line(
+            [searchpath, "model=my_gruu"], "train", rims_rl.experiments.schema.TrainSchema
+        )
+    with pytest.raises(rims_rl.experiments.config.ConfigError, match="unknown model 'my_gru'"):
+        rims_rl.experiments.config.check_command_line(["model=my_gru"], "train", rims_rl.experiments.schema.TrainSchema)
 
     proc = train([*args, "--cfg", "job"])
     ok(proc)
@@ -64,8 +68,8 @@ def test_users_own_configs_are_options_through_the_search_path(tmp_path: Path, t
 def test_checkpoints_pickled_with_the_old_module_names_load() -> None:
     import pickle
 
-    from agents.policies import RecurrentActorCriticPolicy
-    from experiments.builders import moved_module_names
+    from rims_rl.agents.policies import RecurrentActorCriticPolicy
+    from rims_rl.experiments.builders import moved_module_names
 
     old = b"cagents.policies\nRecurrentActorCriticPolicy\n."  # a class pickled when agents was a top-level name
     with moved_module_names():

@@ -7,7 +7,7 @@
   ``--help``).
 - A block preceded by the line ``<!-- long-running -->`` is not run: a Python block is compiled; in a shell block
   every ``rims-rl-train`` / ``rims-rl-eval`` command line is checked as the CLI checks it before Hydra starts
-  (:func:`experiments.config.check_command_line`: config groups, keys, values, sweeps), every ``rims-rl-report``
+  (:func:`rims_rl.experiments.config.check_command_line`: config groups, keys, values, sweeps), every ``rims-rl-report``
   line is parsed by the report's own argument parser, and every ``python <script>.py --option`` names a script of
   the repository whose source defines that option; other commands (``pip``, ``python3 -m venv``, ``pytest``) are
   left to the CI run of the set-up commands.
@@ -160,12 +160,12 @@ def check_command(words: list[str], where: str) -> str:
     :return: the kind of command checked (``train``, ``eval``, ``report``, ``script``) or ``other``
     :raises AssertionError: naming the block when the command would fail its checks
     """
-    from experiments.config import ConfigError, check_command_line
-    from experiments.report.cli import parse_args
-    from experiments.schema import EvalSchema, TrainSchema
+    from rims_rl.experiments.config import ConfigError, check_command_line
+    from rims_rl.experiments.report.cli import parse_args
+    from rims_rl.experiments.schema import EvalSchema, TrainSchema
 
     program, args = Path(words[0]).name, words[1:]
-    if words[:3] in (["python", "-m", "experiments.train"], ["python3", "-m", "experiments.train"]):
+    if words[:3] in (["python", "-m", "rims_rl.experiments.train"], ["python3", "-m", "rims_rl.experiments.train"]):
         program, args = "rims-rl-train", words[3:]
     try:
         if program == "rims-rl-train":

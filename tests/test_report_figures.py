@@ -16,18 +16,24 @@ import pytest
 from handwritten import HELDOUT, REPS, final_row, read_csv, runs_column, write_run, write_sweep
 from helpers import Run, clean_env, ok
 
-import experiments.report
-import experiments.report.cli
-import experiments.report.figures
-import experiments.report.markdown
-from experiments.report.figures import FIGURES, plt
-from experiments.report.options import Options
-from experiments.report.runs import find_runs, label_runs
-from experiments.selection import load_episodes, raster_figure
+import rims_rl.experiments.report
+import rims_rl.experiments.report.cli
+import rims_rl.experiments.report.figures
+import rims_rl.experiments.report.markdown
+from rims_rl.experiments.report.figures import FIGURES, plt
+from rims_rl.experiments.report.options import Options
+from rims_rl.experiments.report.runs import find_runs, label_runs
+from rims_rl.experiments.selection import load_episodes, raster_figure
 
 
 @pytest.mark.parametrize(
-    "module", [experiments.report, experiments.report.figures, experiments.report.markdown, experiments.report.cli]
+    "module",
+    [
+        rims_rl.experiments.report,
+        rims_rl.experiments.report.figures,
+        rims_rl.experiments.report.markdown,
+        rims_rl.experiments.report.cli,
+    ],
 )
 def test_doctests(module: Any) -> None:
     assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
@@ -35,7 +41,7 @@ def test_doctests(module: Any) -> None:
 
 def test_wandb_logs_figures_and_tables_offline(tmp_path: Path, run_cli: Run) -> None:
     sweep = write_sweep(tmp_path, wandb=True)
-    proc = run_cli("experiments.report", [str(sweep), "--reps", REPS, "--wandb"], WANDB_MODE="offline")
+    proc = run_cli("rims_rl.experiments.report", [str(sweep), "--reps", REPS, "--wandb"], WANDB_MODE="offline")
     ok(proc)
     (run_file,) = (sweep / "report" / "wandb").glob("offline-run-*/run-*.wandb")
     data = run_file.read_bytes()
@@ -45,7 +51,7 @@ def test_wandb_logs_figures_and_tables_offline(tmp_path: Path, run_cli: Run) -> 
 
 def test_wandb_without_ids_warns_and_writes_the_report(tmp_path: Path, run_cli: Run) -> None:
     sweep = write_sweep(tmp_path)
-    proc = run_cli("experiments.report", [str(sweep), "--reps", REPS, "--wandb"], WANDB_MODE="offline")
+    proc = run_cli("rims_rl.experiments.report", [str(sweep), "--reps", REPS, "--wandb"], WANDB_MODE="offline")
     ok(proc)
     assert "no run has a W&B id" in proc.stderr
     assert (sweep / "report" / "report.md").exists() and not (sweep / "report" / "wandb").exists()
@@ -57,7 +63,7 @@ def test_markdown_embeds_the_figures_drawn_and_only_those(tmp_path: Path) -> Non
     write_run(tmp_path / "with" / "1", "mycore64_u4_k2", 0, [100, 200], units=4)
     write_run(tmp_path / "without" / "0", "lstm64", 0, [100, 200])
     for name in ("with", "without"):
-        experiments.report.main([str(tmp_path / name), "--reps", REPS])
+        rims_rl.experiments.report.main([str(tmp_path / name), "--reps", REPS])
     with_md = (tmp_path / "with" / "report" / "report.md").read_text()
     without_md = (tmp_path / "without" / "report" / "report.md").read_text()
     assert "![empty unit activity](empty_unit_activity.png)" in with_md
@@ -84,7 +90,7 @@ def test_the_report_flags_static_selection_and_embeds_the_rasters(tmp_path: Path
     write_run(sweep / "3", "rim64_u4_k3", 2, [100, 200], units=4, switch_rate=0.005)
     write_run(sweep / "4", "rim64_u4_k3", 3, [100, 200], units=4)  # from before switch rates were logged
     write_run(sweep / "5", "rim32_u4_k2", 0, [100, 200], units=4)
-    experiments.report.main([str(sweep), "--reps", REPS])
+    rims_rl.experiments.report.main([str(sweep), "--reps", REPS])
     out = sweep / "report"
     md = (out / "report.md").read_text()
     rows = {row["model"]: row for row in read_csv(out / "empty_selection.csv")}
@@ -110,10 +116,12 @@ def test_a_figure_added_to_the_list_is_drawn_and_embedded(tmp_path: Path, monkey
         ax.bar(list(groups), [max(run.last_eval_frames for run in runs) for runs in groups.values()])
         return fig
 
-    extra = experiments.report.figures.Figure("frames", "frames per model", frames_per_run)
-    monkeypatch.setattr(experiments.report.figures, "FIGURES", [*experiments.report.figures.FIGURES, extra])
+    extra = rims_rl.experiments.report.figures.Figure("frames", "frames per model", frames_per_run)
+    monkeypatch.setattr(
+        rims_rl.experiments.report.figures, "FIGURES", [*rims_rl.experiments.report.figures.FIGURES, extra]
+    )
     sweep = write_sweep(tmp_path, seeds=1)
-    experiments.report.main([str(sweep), "--reps", REPS])
+    rims_rl.experiments.report.main([str(sweep), "--reps", REPS])
     assert (sweep / "report" / "empty_frames.png").stat().st_size > 1000
     assert "![empty frames per model](empty_frames.png)" in (sweep / "report" / "report.md").read_text()
 
@@ -139,13 +147,13 @@ def test_report_on_real_tiny_sweep(tmp_path: Path, run_cli: Run) -> None:
         f"env.heldout=[{HELDOUT[1]}]",
         f"hydra.sweep.dir={sweep}",
     ]
-    ok(run_cli("experiments.train", args, timeout=600, WANDB_MODE="offline"))
+    ok(run_cli("rims_rl.experiments.train", args, timeout=600, WANDB_MODE="offline"))
     infos = {p.parent: json.loads(p.read_text()) for p in sweep.glob("*/run_info.json")}
     assert len(infos) == 4
 
     out = tmp_path / "report"
     script = Path(sys.executable).parent / "rims-rl-report"  # the console script, when the package is installed
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "experiments.report"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "rims_rl.experiments.report"]
     proc = subprocess.run(
         [*command, str(sweep), "--out", str(out), "--reps", REPS, "--wandb"],
         cwd=tmp_path,

@@ -14,25 +14,25 @@ import pytest
 from handwritten import REPS, final_row, read_csv, runs_column, score_of, write_run, write_sweep
 from helpers import Run, ok
 
-import experiments.published
-import experiments.report
-import experiments.report.options
-import experiments.report.runs
-import experiments.report.stats
-import experiments.report.tables
-from experiments.published import DIDO_TABLE
-from experiments.report import Run as ReportRun
-from experiments.report import iqm, mean_curve, probability_of_improvement
+import rims_rl.experiments.published
+import rims_rl.experiments.report
+import rims_rl.experiments.report.options
+import rims_rl.experiments.report.runs
+import rims_rl.experiments.report.stats
+import rims_rl.experiments.report.tables
+from rims_rl.experiments.published import DIDO_TABLE
+from rims_rl.experiments.report import Run as ReportRun
+from rims_rl.experiments.report import iqm, mean_curve, probability_of_improvement
 
 
 @pytest.mark.parametrize(
     "module",
     [
-        experiments.report.runs,
-        experiments.report.stats,
-        experiments.report.options,
-        experiments.report.tables,
-        experiments.published,
+        rims_rl.experiments.report.runs,
+        rims_rl.experiments.report.stats,
+        rims_rl.experiments.report.options,
+        rims_rl.experiments.report.tables,
+        rims_rl.experiments.published,
     ],
 )
 def test_doctests(module: Any) -> None:
@@ -74,7 +74,7 @@ def test_the_cis_depend_on_the_seed_alone_and_leave_numpys_global_rng_as_it_was(
 
 def test_final_is_last_eval_or_mean_of_last_n(tmp_path: Path) -> None:
     write_run(tmp_path / "r", "lstm64", 0, [100, 200, 300])
-    run = experiments.report.load_run(tmp_path / "r")
+    run = rims_rl.experiments.report.load_run(tmp_path / "r")
     key = "eval/heldout/return_mean"
     assert run.final(key) == score_of("lstm64", 0, 300, "heldout", "return_mean")
     expected = np.mean([score_of("lstm64", 0, f, "heldout", "return_mean") for f in (200, 300)])
@@ -97,7 +97,7 @@ def test_published_numbers_cover_the_dido_table() -> None:
 
 def test_report_cli_on_handwritten_runs(tmp_path: Path, run_cli: Run) -> None:
     sweep = write_sweep(tmp_path)
-    proc = run_cli("experiments.report", [str(sweep), "--reps", REPS])
+    proc = run_cli("rims_rl.experiments.report", [str(sweep), "--reps", REPS])
     ok(proc)
     out = sweep / "report"
     assert proc.stdout.strip() == str(out / "report.md")
@@ -141,7 +141,7 @@ def test_greedy_final_evals_single_seed_and_split_without_published(tmp_path: Pa
     write_run(sweep / "a", "lstm64", 0, [100, 200, 300], split="other")
     write_run(sweep / "b", "rim64_u4_k3", 3, [100, 200, 300], split="other")
     out = tmp_path / "out"
-    experiments.report.main([str(sweep), "--out", str(out), "--greedy", "--final-evals", "2", "--reps", REPS])
+    rims_rl.experiments.report.main([str(sweep), "--out", str(out), "--greedy", "--final-evals", "2", "--reps", REPS])
     row = final_row(read_csv(out / "other_final.csv"), "lstm64", "heldout", "return")
     expected = np.mean([score_of("lstm64", 0, f, "heldout", "greedy_return_mean") for f in (200, 300)])
     assert float(row["mean"]) == pytest.approx(expected)
@@ -165,7 +165,7 @@ def test_the_report_states_the_episode_counts_of_final_scores_and_curve_points(t
 
     def counts_line(sweep: str, *args: str) -> str:
         out = tmp_path / f"{sweep}{len(args)}"
-        experiments.report.main([str(tmp_path / sweep), "--out", str(out), "--reps", REPS, *args])
+        rims_rl.experiments.report.main([str(tmp_path / sweep), "--out", str(out), "--reps", REPS, *args])
         (line,) = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("Episodes")]
         return line
 
@@ -193,12 +193,12 @@ def test_the_report_names_the_step_cap_of_evaluations_that_had_one(tmp_path: Pat
             row["eval/max_steps"] = 500
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "out"
-    experiments.report.main([str(tmp_path / "capped"), "--out", str(out), "--reps", REPS])
+    rims_rl.experiments.report.main([str(tmp_path / "capped"), "--out", str(out), "--reps", REPS])
     (line,) = [line for line in (out / "report.md").read_text().splitlines() if "cap on episode steps" in line]
     assert line.endswith(
         ": 500 steps, no cap in the final evaluation (the final scores); 500 steps, no cap at the curves' other points."
     )
-    experiments.report.main([str(tmp_path / "capped" / "1"), "--out", str(tmp_path / "out1"), "--reps", REPS])
+    rims_rl.experiments.report.main([str(tmp_path / "capped" / "1"), "--out", str(tmp_path / "out1"), "--reps", REPS])
     assert "cap on episode steps" not in (tmp_path / "out1" / "report.md").read_text()  # no cap: no line
 
 
@@ -206,7 +206,7 @@ def test_several_dirs_and_nested_runs(tmp_path: Path) -> None:
     write_run(tmp_path / "a" / "deep" / "er" / "0", "lstm64", 0, [100, 200])
     write_run(tmp_path / "b" / "0", "lstm64", 1, [100, 200])
     write_run(tmp_path / "b" / "1", "lstm64", 2, [100, 200], agent="a2c")
-    experiments.report.main([str(tmp_path / "a"), str(tmp_path / "b"), "--reps", REPS])
+    rims_rl.experiments.report.main([str(tmp_path / "a"), str(tmp_path / "b"), "--reps", REPS])
     rows = read_csv(tmp_path / "a" / "report" / "empty_final.csv")
     assert {r["model"] for r in rows} == {"lstm64 (ppo)", "lstm64 (a2c)"}  # agents mixed: labelled apart
     assert final_row(rows, "lstm64 (ppo)", "train", "return")["n_seeds"] == "2"
@@ -217,7 +217,7 @@ def test_runs_of_both_backends_are_labelled_apart(tmp_path: Path) -> None:
     write_run(tmp_path / "runs" / "1", "lstm64", 1, [100, 200], backend="torch")
     write_run(tmp_path / "runs" / "2", "lstm64", 0, [100, 200], backend="jax")
     write_run(tmp_path / "runs" / "3", "lstm64", 1, [100, 200], backend="jax", agent="a2c")
-    experiments.report.main([str(tmp_path / "runs"), "--reps", REPS])
+    rims_rl.experiments.report.main([str(tmp_path / "runs"), "--reps", REPS])
     rows = read_csv(tmp_path / "runs" / "report" / "empty_final.csv")
     assert {r["model"] for r in rows} == {"lstm64 (ppo, torch)", "lstm64 (ppo, jax)", "lstm64 (a2c, jax)"}
     assert final_row(rows, "lstm64 (ppo, torch)", "train", "return")["n_seeds"] == "2"
@@ -225,7 +225,7 @@ def test_runs_of_both_backends_are_labelled_apart(tmp_path: Path) -> None:
 
 def test_published_numbers_only_beside_runs_of_a_published_model(tmp_path: Path) -> None:
     write_run(tmp_path / "runs" / "0", "lstm192", 0, [100, 200])  # the empty split has published numbers, not for it
-    experiments.report.main([str(tmp_path / "runs"), "--reps", REPS])
+    rims_rl.experiments.report.main([str(tmp_path / "runs"), "--reps", REPS])
     assert "Published vs ours" not in (tmp_path / "runs" / "report" / "report.md").read_text()
 
 
@@ -236,9 +236,11 @@ def test_label_by_tells_runs_apart_by_their_overrides(tmp_path: Path) -> None:
         if lines:
             (tmp_path / "runs" / name / ".hydra").mkdir()
             (tmp_path / "runs" / name / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in lines))
-    experiments.report.main([str(tmp_path / "runs"), "--reps", REPS, "--out", str(tmp_path / "pooled")])
+    rims_rl.experiments.report.main([str(tmp_path / "runs"), "--reps", REPS, "--out", str(tmp_path / "pooled")])
     assert {r["model"] for r in read_csv(tmp_path / "pooled" / "empty_final.csv")} == {"rim64_u4_k3"}
-    experiments.report.main([str(tmp_path / "runs"), "--reps", REPS, "--label-by", "agent.", "--out", f"{tmp_path}/a"])
+    rims_rl.experiments.report.main(
+        [str(tmp_path / "runs"), "--reps", REPS, "--label-by", "agent.", "--out", f"{tmp_path}/a"]
+    )
     rows = read_csv(tmp_path / "a" / "empty_final.csv")
     labels = {"rim64_u4_k3", "rim64_u4_k3 (normalize_advantage=true)", "rim64_u4_k3 (~clip_range_vf)"}
     assert {r["model"] for r in rows} == labels  # seed=1 is not under agent.: not in the label
@@ -250,7 +252,7 @@ def test_a_report_keeps_its_runs_and_is_an_input_once_the_run_dirs_are_gone(tmp_
     sweep = write_sweep(tmp_path, seeds=2)
     write_run(sweep / "4", "rim64_u4_k3", 2, [100, 200, 300], units=3, switch_rate=0.2)
     first, again, more = tmp_path / "first", tmp_path / "again", tmp_path / "more"
-    experiments.report.main([str(sweep), "--out", str(first), "--reps", REPS])
+    rims_rl.experiments.report.main([str(sweep), "--out", str(first), "--reps", REPS])
     kept = [json.loads(line) for line in (first / "runs.jsonl").read_text().splitlines()]
     assert sorted(record["path"] for record in kept) == [f"../sweep/{name}" for name in "01234"]
     assert all(any(key.startswith("eval/") for key in row) for record in kept for row in record["rows"])
@@ -263,7 +265,7 @@ def test_a_report_keeps_its_runs_and_is_an_input_once_the_run_dirs_are_gone(tmp_
         assert runs_column(md, "rim64_u4_k3", f"{name}, train / held-out") == [f"{a:.3f} / {b:.3f}" for a, b in finals]
 
     shutil.rmtree(sweep)
-    experiments.report.main([str(first), "--out", str(again), "--reps", REPS])
+    rims_rl.experiments.report.main([str(first), "--out", str(again), "--reps", REPS])
     for name in ("empty_final.csv", "empty_improvement.csv", "empty_selection.csv"):
         assert (again / name).read_text() == (first / name).read_text(), name
     assert (again / "empty_unit_activity.png").is_file()  # the unit activity is in the eval rows
@@ -272,7 +274,7 @@ def test_a_report_keeps_its_runs_and_is_an_input_once_the_run_dirs_are_gone(tmp_
     # Extended by a new seed; a run found both kept and as a directory is read from the directory.
     write_run(tmp_path / "new" / "0", "lstm64", 7, [100, 200, 300])
     write_run(sweep / "0", "lstm64", 0, [100, 200, 300, 400])
-    experiments.report.main([str(again), str(tmp_path / "new"), str(sweep), "--out", str(more), "--reps", REPS])
+    rims_rl.experiments.report.main([str(again), str(tmp_path / "new"), str(sweep), "--out", str(more), "--reps", REPS])
     rows = read_csv(more / "empty_final.csv")
     assert final_row(rows, "lstm64", "train", "return")["n_seeds"] == "3"
     finals = [
@@ -282,10 +284,10 @@ def test_a_report_keeps_its_runs_and_is_an_input_once_the_run_dirs_are_gone(tmp_
     assert len((more / "runs.jsonl").read_text().splitlines()) == 6
 
     # Only a report given as a DIR brings its runs: a sweep's own report/ does not bring back a deleted run.
-    experiments.report.main([str(sweep), "--reps", REPS])
+    rims_rl.experiments.report.main([str(sweep), "--reps", REPS])
     write_run(sweep / "1", "lstm64", 1, [100, 200])
     shutil.rmtree(sweep / "0")
-    experiments.report.main([str(sweep), "--reps", REPS])
+    rims_rl.experiments.report.main([str(sweep), "--reps", REPS])
     assert [json.loads(line)["path"] for line in (sweep / "report" / "runs.jsonl").read_text().splitlines()] == ["../1"]
 
 
@@ -301,7 +303,7 @@ def test_dir_without_runs_fails_with_one_clear_line(tmp_path: Path, case: str, r
         write_run(target / "0", "lstm64", 0, [100])
         lines = (target / "0" / "metrics.jsonl").read_text().splitlines()
         (target / "0" / "metrics.jsonl").write_text(lines[0] + "\n")  # an SB3 row only
-    proc = run_cli("experiments.report", [str(target)])
+    proc = run_cli("rims_rl.experiments.report", [str(target)])
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "warning" not in line]
     assert len(lines) == 1, proc.stderr
@@ -320,10 +322,11 @@ def test_dir_without_runs_fails_with_one_clear_line(tmp_path: Path, case: str, r
     ],
 )
 def test_bad_flag_values_fail_with_one_line(tmp_path: Path, flag: str, value: str, allowed: str, capsys) -> None:
-    """The flags' bounds (experiments.limits) are checked before any run is read, in one line without the usage."""
+    """The flags' bounds (rims_rl.experiments.limits) are checked before any run is read, in one line without the
+    usage."""
     write_run(tmp_path / "0", "lstm64", 0, [100])
     with pytest.raises(SystemExit) as info:
-        experiments.report.main([str(tmp_path), flag, value])
+        rims_rl.experiments.report.main([str(tmp_path), flag, value])
     assert info.value.code == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line == f"rims-rl-report: error: argument {flag}: expected a whole number in {allowed}, got '{value}'"

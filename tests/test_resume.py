@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from helpers import Run, check_no_duplicates, clean_env, ok
 
-from experiments.metrics import read_metrics
+from rims_rl.experiments.metrics import read_metrics
 
 
 @pytest.mark.slow
@@ -32,7 +32,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(
         f"hydra.run.dir={run_dir}",
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.train", *args],
+        [sys.executable, "-m", "rims_rl.experiments.train", *args],
         cwd=tmp_path,
         env=clean_env(),
         stdout=subprocess.DEVNULL,
@@ -49,7 +49,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    from experiments.checkpoint import latest_checkpoint
+    from rims_rl.experiments.checkpoint import latest_checkpoint
 
     checkpoint = latest_checkpoint(run_dir)
     assert checkpoint is not None and checkpoint.frames < total

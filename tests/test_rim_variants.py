@@ -248,7 +248,7 @@ def test_authors_model_configs(name: str, plain: str) -> None:
     """Each authors' config is its plain config's sizes with every option of AUTHORS, and a label of its own."""
     from omegaconf import OmegaConf
 
-    from experiments.config import CONFIG_DIR, model_label
+    from rims_rl.experiments.config import CONFIG_DIR, model_label
 
     cfg, plain_cfg = (OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / f"{n}.yaml")) for n in (name, plain))
     assert cfg == {**plain_cfg, **AUTHORS, "dropout": 0.1}

@@ -1,4 +1,4 @@
-"""Selection rasters (:mod:`experiments.selection`): the events of a real MiniGrid DoorKey episode driven by a
+"""Selection rasters (:mod:`rims_rl.experiments.selection`): the events of a real MiniGrid DoorKey episode driven by a
 planned action sequence, the recorded active units, the JSON round trip and the drawn raster."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-import envs
-import experiments.selection
-from experiments.selection import Event, load_episodes, record_episode, record_selection
+import rims_rl.envs
+import rims_rl.experiments.selection
+from rims_rl.experiments.selection import Event, load_episodes, record_episode, record_selection
 
 LEFT, RIGHT, FORWARD, PICKUP, TOGGLE = 0, 1, 2, 3, 5
 #: MiniGrid's direction vectors: 0 east, 1 south, 2 west, 3 north.
@@ -25,7 +25,7 @@ DIRECTIONS = [(1, 0), (0, 1), (-1, 0), (0, -1)]
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(experiments.selection, optionflags=doctest.ELLIPSIS).failed == 0
+    assert doctest.testmod(rims_rl.experiments.selection, optionflags=doctest.ELLIPSIS).failed == 0
 
 
 def turn_and_walk_to_face(env: gym.Env, target: tuple[int, int]) -> list[int]:
@@ -109,7 +109,7 @@ def expected_active(steps: int) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_doorkey_episode_has_its_key_door_and_goal_events_at_their_steps(seed: int) -> None:
-    env = envs.make_env_fn("MiniGrid-DoorKey-5x5-v0")()
+    env = rims_rl.envs.make_env_fn("MiniGrid-DoorKey-5x5-v0")()
     plan, steps = doorkey_plan(env, seed)
     model = _ScriptedModel(plan)
     episode = record_episode(model, env, seed, "MiniGrid-DoorKey-5x5-v0", "train")
@@ -128,7 +128,7 @@ def test_a_doorkey_episode_has_its_key_door_and_goal_events_at_their_steps(seed:
 
 def test_an_episode_without_success_ends_without_a_goal(tmp_path: Path) -> None:
     """Turning in place until the time limit: no key, no door, no goal, one end at the last step."""
-    env = envs.make_env_fn("MiniGrid-DoorKey-5x5-v0")()
+    env = rims_rl.envs.make_env_fn("MiniGrid-DoorKey-5x5-v0")()
     steps = env.unwrapped.max_steps
     episode = record_episode(_ScriptedModel([LEFT] * steps), env, 0, "MiniGrid-DoorKey-5x5-v0", "heldout")
     assert episode.events == [Event(steps - 1, "end")]
@@ -137,7 +137,7 @@ def test_an_episode_without_success_ends_without_a_goal(tmp_path: Path) -> None:
 
 def test_record_selection_writes_the_episodes_and_the_raster(tmp_path: Path) -> None:
     train_env, heldout_env = (
-        envs.make_env_fn(env_id)() for env_id in ("MiniGrid-DoorKey-5x5-v0", "MiniGrid-DoorKey-6x6-v0")
+        rims_rl.envs.make_env_fn(env_id)() for env_id in ("MiniGrid-DoorKey-5x5-v0", "MiniGrid-DoorKey-6x6-v0")
     )
     plans = [doorkey_plan(train_env, 3)[0], doorkey_plan(heldout_env, 3)[0]]
     model = _ScriptedModel([*plans[0], *plans[1]])
@@ -155,7 +155,7 @@ def test_record_selection_writes_the_episodes_and_the_raster(tmp_path: Path) -> 
     assert [e.kind for e in heldout.events] == ["key", "door", "goal", "end"]
     # Layer 0 changes its unit at every step, layer 1 never.
     steps = len(plans[0])
-    assert experiments.selection.panel_title(train).endswith(f", {steps - 1} switches in {steps} steps")
+    assert rims_rl.experiments.selection.panel_title(train).endswith(f", {steps - 1} switches in {steps} steps")
     assert heldout.events[-1].step == len(plans[1]) - 1
 
 

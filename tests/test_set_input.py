@@ -13,9 +13,9 @@ import torch as th
 from helpers import TINY, TINY_AGENT, TINY_MODEL, Run, check_replay, fill_buffer, ok
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents import MiniGridFeaturesExtractor, RecurrentPPO
-from envs import MissionToIdsWrapper
 from rims_rl import RIM, GRUCore, map_state
+from rims_rl.agents import MiniGridFeaturesExtractor, RecurrentPPO
+from rims_rl.envs import MissionToIdsWrapper
 
 #: Elements of DoorKey's view with the mission encoded: 49 cells, the direction, the mission; F of each.
 S, F = 51, 8

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import Run, ok
 
-from experiments.metrics import read_metrics
+from rims_rl.experiments.metrics import read_metrics
 
 
 @pytest.mark.slow

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from helpers import Run, check_no_duplicates, clean_env, ok, wandb_bytes
 
-import experiments.report
-from experiments.eval_loop import STATS
-from experiments.metrics import OVERRIDES_FILE, read_metrics
+import rims_rl.experiments.report
+from rims_rl.experiments.eval_loop import STATS
+from rims_rl.experiments.metrics import OVERRIDES_FILE, read_metrics
 
 pytest.importorskip("navix")
 
@@ -79,7 +79,7 @@ def test_two_seeds_in_one_job_write_torch_run_dirs_resume_after_sigkill_and_repo
     # Killed after its first checkpoint, resumed: the same rows as the uninterrupted job, none lost or duplicated.
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.train", *JOB, f"hydra.run.dir={killed}"],
+        [sys.executable, "-m", "rims_rl.experiments.train", *JOB, f"hydra.run.dir={killed}"],
         cwd=tmp_path,
         env=clean_env(),
         stdout=subprocess.DEVNULL,
@@ -100,7 +100,7 @@ def test_two_seeds_in_one_job_write_torch_run_dirs_resume_after_sigkill_and_repo
         assert _without_fps(read_metrics(killed / f"seed_{seed}" / "metrics.jsonl")) == _without_fps(expected)
 
     # The report reads them as two seeds of one model, the backend in the label when backends are mixed.
-    experiments.report.main([str(job), "--reps", "50"])
+    rims_rl.experiments.report.main([str(job), "--reps", "50"])
     final_csv = (job / "report" / "distshift_final.csv").read_text().splitlines()
     assert any(line.startswith("lstm8,") and ",2," in line for line in final_csv), final_csv
 
@@ -126,11 +126,12 @@ def test_bad_jax_input_fails_in_one_line_before_compiling(train: Run, args: list
 def test_selection_statistics_pool_the_steps_of_both_modes_as_the_torch_backend_does() -> None:
     import numpy as np
 
-    from experiments.eval_loop import set_entropy
-    from experiments.train_jax import _selection_metrics
+    from rims_rl.experiments.eval_loop import set_entropy
+    from rims_rl.experiments.train_jax import _selection_metrics
 
     def counts(sets: list[list[bool]], switches: int) -> dict:
-        """The counts agents.jax.ppo.evaluate returns for one episode of these active sets (one layer, 2 units)."""
+        """The counts rims_rl.agents.jax.ppo.evaluate returns for one episode of these active sets (one layer, 2
+        units)."""
         active = np.array(sets)
         index = (active * [1, 2]).sum(-1)
         return {
@@ -153,7 +154,7 @@ def test_selection_statistics_pool_the_steps_of_both_modes_as_the_torch_backend_
 def test_rims_rl_eval_of_a_jax_run_fails_in_one_line(tmp_path: Path, run_cli: Run) -> None:
     from omegaconf import OmegaConf
 
-    from experiments.checkpoint import TRAIN_STATE_FILE, write_checkpoint
+    from rims_rl.experiments.checkpoint import TRAIN_STATE_FILE, write_checkpoint
 
     run_dir = tmp_path / "jax_run"  # what a backend=jax run leaves: its config and a train-state checkpoint
     (run_dir / ".hydra").mkdir(parents=True)
@@ -161,7 +162,7 @@ def test_rims_rl_eval_of_a_jax_run_fails_in_one_line(tmp_path: Path, run_cli: Ru
         OmegaConf.create({"backend": "jax", "env": {"name": "distshift"}}), run_dir / ".hydra" / "config.yaml"
     )
     write_checkpoint(run_dir, 32, lambda path: (path / TRAIN_STATE_FILE).write_bytes(b""), backend="jax")
-    proc = run_cli("experiments.evaluate", [f"checkpoint={run_dir}"])
+    proc = run_cli("rims_rl.experiments.evaluate", [f"checkpoint={run_dir}"])
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "is a backend=jax checkpoint; rims-rl-eval evaluates torch runs" in lines[0], lines

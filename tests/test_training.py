@@ -1,4 +1,4 @@
-"""Training runs through the real CLI (``python -m experiments.train``) with tiny budgets, evaluation with
+"""Training runs through the real CLI (``python -m rims_rl.experiments.train``) with tiny budgets, evaluation with
 ``rims-rl-eval``, and the runners' small parts."""
 
 from __future__ import annotations
@@ -27,16 +27,22 @@ from helpers import (
     wandb_bytes,
 )
 
-import experiments.builders
-import experiments.checkpoint
-import experiments.eval_loop
-import experiments.metrics
-from experiments.eval_loop import STATS, EvalTarget, evaluate, play
-from experiments.metrics import read_metrics, truncate_metrics
+import rims_rl.experiments.builders
+import rims_rl.experiments.checkpoint
+import rims_rl.experiments.eval_loop
+import rims_rl.experiments.metrics
+from rims_rl.experiments.eval_loop import STATS, EvalTarget, evaluate, play
+from rims_rl.experiments.metrics import read_metrics, truncate_metrics
 
 
 @pytest.mark.parametrize(
-    "module", [experiments.metrics, experiments.checkpoint, experiments.eval_loop, experiments.builders]
+    "module",
+    [
+        rims_rl.experiments.metrics,
+        rims_rl.experiments.checkpoint,
+        rims_rl.experiments.eval_loop,
+        rims_rl.experiments.builders,
+    ],
 )
 def test_doctests(module: Any) -> None:
     assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
@@ -124,9 +130,9 @@ def test_the_cap_cuts_episodes_into_counted_failures() -> None:
 def _play_alone(model: Any, env_id: str, level_seeds: list[int] | None, n_episodes: int, n_envs: int, seed: int) -> Any:
     """The oracle: one env id alone on its own seeded ``n_envs`` VecEnv, greedy actions, each sub-env ``i``
     counting its first ``(M + i) // n`` episodes; its ``(return, length)`` pairs, sorted."""
-    import envs
+    import rims_rl.envs
 
-    env = envs.make_vec_env(env_id, n_envs, seed, level_seeds=level_seeds)
+    env = rims_rl.envs.make_vec_env(env_id, n_envs, seed, level_seeds=level_seeds)
     quota = (n_episodes + np.arange(n_envs)) // n_envs
     counts, returns, lengths = np.zeros(n_envs, dtype=int), np.zeros(n_envs), np.zeros(n_envs, dtype=int)
     episodes, obs, state, starts = [], env.reset(), None, np.ones(n_envs, dtype=bool)
@@ -155,10 +161,14 @@ class _WallFollower:
 def test_one_pass_over_all_targets_plays_each_targets_levels_as_playing_it_alone() -> None:
     """The episodes of each env id in the joint pass (all targets, both modes, one predict per step) equal those
     of the env id played alone on its own VecEnv with the same seed: same levels, same counting."""
-    import envs
+    import rims_rl.envs
 
-    split = envs.Split("s", ["MiniGrid-Empty-Random-5x5-v0"], ["MiniGrid-FourRooms-v0"], heldout_seeds=[3, 8, 11])
-    targets = experiments.eval_loop.eval_targets(split, lambda i, seeds: envs.make_env_fn(i, level_seeds=seeds))
+    split = rims_rl.envs.Split(
+        "s", ["MiniGrid-Empty-Random-5x5-v0"], ["MiniGrid-FourRooms-v0"], heldout_seeds=[3, 8, 11]
+    )
+    targets = rims_rl.experiments.eval_loop.eval_targets(
+        split, lambda i, seeds: rims_rl.envs.make_env_fn(i, level_seeds=seeds)
+    )
     played = play(_WallFollower(), targets, n_episodes=5, n_envs=3, seed=7)
     for target, pair in zip(targets, played, strict=True):
         seeds = split.heldout_seeds if target.scope == "heldout" else None
@@ -208,16 +218,16 @@ def test_switch_rate_counts_changes_within_episodes_and_not_at_resets(flip_at_st
 
 
 def test_a_fixed_set_has_no_switches_and_no_entropy() -> None:
-    stats = experiments.eval_loop.SelectionStats()
+    stats = rims_rl.experiments.eval_loop.SelectionStats()
     active = np.array([[[True, False, True, False]], [[False, True, True, False]]])  # (2, 1, 4)
     for t in range(5):
         stats.update(active, active, np.array([t == 0, t in (0, 3)]))
     metrics = stats.metrics("eval/x")
     # Two samples, two episodes of sample 1: 4 + 3 pairs; sample 0 always has {0, 2}, sample 1 {1, 2}.
-    assert stats.switches == experiments.eval_loop.Switches(0, 7)
+    assert stats.switches == rims_rl.experiments.eval_loop.Switches(0, 7)
     assert metrics["eval/x/switch_rate"] == 0.0
     assert metrics["eval/x/selection_entropy"] == pytest.approx(1.0)  # two fixed sets, equally often
-    one = experiments.eval_loop.SelectionStats()
+    one = rims_rl.experiments.eval_loop.SelectionStats()
     one.update(active[:1], active[:1], np.array([True]))
     assert one.metrics("eval/y")["eval/y/selection_entropy"] == 0.0  # one set only
     assert "eval/y/switch_rate" not in one.metrics("eval/y")  # no pair of steps yet
@@ -226,21 +236,21 @@ def test_a_fixed_set_has_no_switches_and_no_entropy() -> None:
 def test_set_entropy_is_the_entropy_of_the_active_sets_per_layer() -> None:
     a, b, c = [True, True, False, False], [False, True, True, False], [False, False, True, True]
     uniform = np.array([[a], [b], [c], [a], [b], [c]])  # (6, 1, 4): three sets, equally often
-    assert experiments.eval_loop.set_entropy(uniform) == pytest.approx(np.log2(3))
+    assert rims_rl.experiments.eval_loop.set_entropy(uniform) == pytest.approx(np.log2(3))
     # Layer 0: a three times, b once; layer 1: always c (0 bits). The units' own activity does not matter:
     # b and c have unit 2 in common, a and b unit 1.
     skewed = np.array([[a, c], [a, c], [b, c], [a, c]])  # (4, 2, 4)
     expected = -(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25)) / 2
-    assert experiments.eval_loop.set_entropy(skewed) == pytest.approx(expected)
-    assert experiments.eval_loop.set_entropy(np.packbits(skewed, axis=-1)) == pytest.approx(expected)
+    assert rims_rl.experiments.eval_loop.set_entropy(skewed) == pytest.approx(expected)
+    assert rims_rl.experiments.eval_loop.set_entropy(np.packbits(skewed, axis=-1)) == pytest.approx(expected)
 
 
 def test_eval_targets_qualify_an_env_id_on_both_sides_and_use_each_sides_levels() -> None:
-    from envs import Split
+    from rims_rl.envs import Split
 
     split = Split("layouts", ["A-v0", "B-v0"], ["A-v0", "C-v0"], train_seeds=[0, 1], heldout_seeds=[5])
     made = []
-    targets = experiments.eval_loop.eval_targets(split, lambda env_id, seeds: made.append((env_id, seeds)))
+    targets = rims_rl.experiments.eval_loop.eval_targets(split, lambda env_id, seeds: made.append((env_id, seeds)))
     assert [(t.scope, t.name, t.env_id) for t in targets] == [
         ("train", "A-v0@train", "A-v0"),
         ("train", "B-v0", "B-v0"),
@@ -404,7 +414,7 @@ def test_eval_cli_on_a_checkpoint(tmp_path: Path, train: Run, tiny: Callable[...
         f"output={out}",
         "hydra.run.dir=eval",
     ]
-    proc = run_cli("experiments.evaluate", args)
+    proc = run_cli("rims_rl.experiments.evaluate", args)
     ok(proc)
     result = json.loads(proc.stdout)
     assert result == json.loads(out.read_text())
@@ -418,7 +428,7 @@ def test_eval_cli_on_a_checkpoint(tmp_path: Path, train: Run, tiny: Callable[...
     assert "MiniGrid-Empty-6x6-v0 4/4" in proc.stderr  # the bar: 2 episodes x 2 modes done
     # a run directory means its latest checkpoint; no env= means the run's own split; a cap of 2 steps cuts all
     cap = ["episodes=1", "max_steps=2", "hydra.run.dir=eval2"]
-    proc = run_cli("experiments.evaluate", [f"checkpoint={run_dir}", *cap])
+    proc = run_cli("rims_rl.experiments.evaluate", [f"checkpoint={run_dir}", *cap])
     ok(proc)
     result = json.loads(proc.stdout)
     assert result["frames"] == 256
@@ -436,21 +446,21 @@ def test_the_final_evaluation_plays_final_episodes_per_env_on_final_n_envs(
 ) -> None:
     from hydra import compose, initialize_config_dir
 
-    from experiments.config import CONFIG_DIR, build_spec
-    from experiments.train import train as run_training
+    from rims_rl.experiments.config import CONFIG_DIR, build_spec
+    from rims_rl.experiments.train import train as run_training
 
     overrides = [*TINY_MODEL["lstm"], *TINY_AGENT["ppo"], *TINY, "logger.wandb.mode=disabled"]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", [*overrides, "eval.final_episodes=6", "eval.final_n_envs=4"])
     played = []  # (targets, sub-envs, episodes asked, episodes counted per target and mode) per evaluation
-    real = experiments.eval_loop.play
+    real = rims_rl.experiments.eval_loop.play
 
     def counting(model, targets, n_episodes, n_envs, *args):
         pairs = real(model, targets, n_episodes, n_envs, *args)
         played.append((len(targets), n_envs, n_episodes, [len(e.returns) for pair in pairs for e in pair]))
         return pairs
 
-    monkeypatch.setattr(experiments.eval_loop, "play", counting)
+    monkeypatch.setattr(rims_rl.experiments.eval_loop, "play", counting)
     run_training(cfg, build_spec(cfg), tmp_path)
     evals = [row for row in read_metrics(tmp_path / "metrics.jsonl") if "eval/episodes" in row]
     marks = [(row["frames"], row["eval/episodes"], row.get("eval/final")) for row in evals]
@@ -465,20 +475,20 @@ def test_the_selection_rasters_are_recorded_before_the_final_checkpoint(
     """A run killed after its final checkpoint counts as complete on resume: its rasters must already exist."""
     from hydra import compose, initialize_config_dir
 
-    import experiments.train
-    from experiments.config import CONFIG_DIR, build_spec
+    import rims_rl.experiments.train
+    from rims_rl.experiments.config import CONFIG_DIR, build_spec
 
     overrides = ["model=rim", *TINY_MODEL["rim"], *TINY_AGENT["ppo"], *TINY, "logger.wandb.mode=disabled"]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides)
     raster_at_save = []  # (frames, raster written yet) per checkpoint
-    real = experiments.train.save_checkpoint
+    real = rims_rl.experiments.train.save_checkpoint
 
     def spying(model, run_dir, frames):
         raster_at_save.append((frames, (run_dir / "selection_raster.png").exists()))
         return real(model, run_dir, frames)
 
-    monkeypatch.setattr(experiments.train, "save_checkpoint", spying)
-    experiments.train.train(cfg, build_spec(cfg), tmp_path)
+    monkeypatch.setattr(rims_rl.experiments.train, "save_checkpoint", spying)
+    rims_rl.experiments.train.train(cfg, build_spec(cfg), tmp_path)
     assert raster_at_save[-1] == (256, True)
     assert not any(written for _, written in raster_at_save[:-1])

@@ -1,16 +1,16 @@
-"""agents.jax: recurrent PPO and A2C in JAX (the JAX backend's algorithm), as pure functions to jit and vmap.
+"""rims_rl.agents.jax: recurrent PPO and A2C in JAX (the JAX backend's algorithm), as pure functions to jit and vmap.
 
-Needs the ``jax`` extra; ``import agents`` never imports this subpackage.
+Needs the ``jax`` extra; ``import rims_rl.agents`` never imports this subpackage.
 
 >>> import functools, jax
->>> from agents.jax import PPOConfig, init, update
+>>> from rims_rl.agents.jax import PPOConfig, init, update
 >>> config = PPOConfig(n_envs=4, n_steps=32, batch_size=64, core="gru", core_kwargs={"hidden_size": 16})
->>> # state = init(jax.random.key(0), env, config)   # env: envs.jax.make("Navix-Empty-5x5-v0")
+>>> # state = init(jax.random.key(0), env, config)   # env: rims_rl.envs.jax.make("Navix-Empty-5x5-v0")
 >>> # state, metrics = jax.jit(functools.partial(update, env=env, config=config))(state)
 """
 
-from agents.jax.networks import CORES, ActorCritic, MiniGridFeatures, make_core
-from agents.jax.ppo import (
+from rims_rl.agents.jax.networks import CORES, ActorCritic, MiniGridFeatures, make_core
+from rims_rl.agents.jax.ppo import (
     CONFIGS,
     PPOConfig,
     Rollout,

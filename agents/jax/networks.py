@@ -1,6 +1,6 @@
 """The JAX backend's networks: MiniGrid features extractor, recurrent cores, actor-critic; the same design and
-sizes as the torch backend (:class:`agents.MiniGridFeaturesExtractor`, :mod:`rims_rl.cores`,
-:class:`agents.RecurrentActorCriticPolicy`)::
+sizes as the torch backend (:class:`rims_rl.agents.MiniGridFeaturesExtractor`, :mod:`rims_rl.cores`,
+:class:`rims_rl.agents.RecurrentActorCriticPolicy`)::
 
     obs -> MiniGridFeatures -> core        -> MLP (pi) -> action logits
                             -> critic core -> MLP (vf) -> value
@@ -256,7 +256,7 @@ class Conv2x2(nn.Module):
 
 
 class MiniGridFeatures(nn.Module):
-    """:class:`agents.MiniGridFeaturesExtractor` with ``output="vector"`` and no mission: the MiniGrid CNN over
+    """:class:`rims_rl.agents.MiniGridFeaturesExtractor` with ``output="vector"`` and no mission: the MiniGrid CNN over
     the raw symbolic view (``Conv(c1, 2x2)``, ReLU, ``MaxPool(2x2)``, ``Conv(c2, 2x2)``, ReLU, ``Conv(c3, 2x2)``,
     ReLU, flatten; 64 features for a 7x7 view with the default channels) and a ``direction_dim`` direction embedding
     (the torch backend's bias-free linear on the one-hot direction is an embedding table).
@@ -343,8 +343,8 @@ class _Head(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """The recurrent actor-critic of :class:`agents.RecurrentActorCriticPolicy`: shared features extractor, an actor
-    core and (``shared_core=False``) a critic core of the same kind, MLP heads of ``net_arch``, SB3's output gains
+    """The recurrent actor-critic of :class:`rims_rl.agents.RecurrentActorCriticPolicy`: shared features extractor, an
+    actor core and (``shared_core=False``) a critic core of the same kind, MLP heads of ``net_arch``, SB3's output gains
     (0.01 on the logits, 1 on the value). Cores keep their own init, as in the torch backend.
 
     :param num_actions: ``A``.

@@ -1,6 +1,6 @@
-"""Recurrent PPO (A2C as its special case) in JAX: the torch backend's algorithm (:class:`agents.RecurrentPPO`,
-:class:`agents.RecurrentA2C`) as pure functions, so that a runner can jit segments of updates and ``vmap`` them over
-seeds.
+"""Recurrent PPO (A2C as its special case) in JAX: the torch backend's algorithm (:class:`rims_rl.agents.RecurrentPPO`,
+:class:`rims_rl.agents.RecurrentA2C`) as pure functions, so that a runner can jit segments of updates and ``vmap`` them
+over seeds.
 
 Read top to bottom: :class:`PPOConfig` (the torch backend's hyperparameter names and meanings) and
 :func:`a2c_config`; :func:`init` builds a :class:`TrainState`; :func:`update` is one PPO iteration:
@@ -14,8 +14,8 @@ Symbols: ``E`` = ``n_envs``, ``N`` = ``n_steps``, ``T`` = ``sequence_length``, `
 
 Differences from the torch backend, all documented where they act:
 
-- ``bootstrap_truncated``: the env auto-resets inside ``step`` (:class:`envs.jax.JaxEnv`), so the observation that
-  ended a truncated episode is gone; the value bootstrapped in its place is the value of the observation the
+- ``bootstrap_truncated``: the env auto-resets inside ``step`` (:class:`rims_rl.envs.jax.JaxEnv`), so the observation
+  that ended a truncated episode is gone; the value bootstrapped in its place is the value of the observation the
   truncating action was taken in, ``V(o_t)``, where the torch backend takes ``V(o_{t+1})`` from
   ``terminal_observation``. With MiniGrid's time limits (hundreds of steps, sparse reward) the two differ by one
   step of value drift.
@@ -41,7 +41,7 @@ import numpy as np
 import optax
 from jax import Array
 
-from agents.jax.networks import (
+from rims_rl.agents.jax.networks import (
     ACTIVATIONS,
     ActorCritic,
     MiniGridFeatures,
@@ -77,9 +77,9 @@ OPTIMIZERS = ("adam", "rmsprop")
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """Hyperparameters of recurrent PPO, :class:`agents.RecurrentPPO`'s names, meanings and defaults, plus the
-    policy (:class:`agents.RecurrentActorCriticPolicy`'s ``policy_kwargs``). Checked at construction: every error is
-    one line, ``expected X, got Y``, raised before anything compiles.
+    """Hyperparameters of recurrent PPO, :class:`rims_rl.agents.RecurrentPPO`'s names, meanings and defaults, plus the
+    policy (:class:`rims_rl.agents.RecurrentActorCriticPolicy`'s ``policy_kwargs``). Checked at construction: every
+    error is one line, ``expected X, got Y``, raised before anything compiles.
 
     :param n_envs: ``E``, environments stepped together.
     :param n_steps: ``N``, steps per env per rollout; a multiple of ``sequence_length``.
@@ -90,7 +90,7 @@ class PPOConfig:
     :param gae_lambda: GAE lambda.
     :param clip_range: PPO's clipping parameter; ``None``: no clipping (A2C's loss ``-A * ratio``).
     :param clip_range_vf: ``None``: the plain squared value error; else torch-ac's clipped value loss
-        ``max((v - R)^2, (v_old + clip(v - v_old, -eps, eps) - R)^2)`` (:func:`agents.ppo.clipped_value_loss`).
+        ``max((v - R)^2, (v_old + clip(v - v_old, -eps, eps) - R)^2)`` (:func:`rims_rl.agents.ppo.clipped_value_loss`).
     :param normalize_advantage: normalise advantages per minibatch (unbiased std, as ``torch.std``).
     :param ent_coef: entropy coefficient.
     :param vf_coef: value-loss coefficient.
@@ -103,13 +103,14 @@ class PPOConfig:
     :param optimizer: ``"adam"`` (SB3's PPO: ``eps=optimizer_eps``) or ``"rmsprop"`` (SB3's A2C: torch's RMSprop,
         ``alpha=0.99``, ``eps`` outside the square root).
     :param optimizer_eps: the optimizer's epsilon (SB3: 1e-5 for both).
-    :param core: the recurrent core, a name in :data:`agents.jax.networks.CORES` (those of :data:`rims_rl.CORES`).
+    :param core: the recurrent core, a name in :data:`rims_rl.agents.jax.networks.CORES` (those of
+        :data:`rims_rl.CORES`).
     :param core_kwargs: its kwargs (``configs/model/*.yaml`` less ``core``), e.g. ``dict(hidden_size=192)``.
     :param shared_core: one core for actor and critic; ``False`` (default): the critic has its own of the same kind.
     :param net_arch: SB3's ``net_arch`` after the core; ``None``: ``[64, 64]``.
     :param activation_fn: ``"tanh"`` (SB3's default) or ``"relu"``.
     :param ortho_init: SB3's orthogonal init of extractor, MLPs and heads.
-    :param features_extractor_kwargs: :class:`~agents.jax.networks.MiniGridFeatures` kwargs (``cnn_channels``,
+    :param features_extractor_kwargs: :class:`~rims_rl.agents.jax.networks.MiniGridFeatures` kwargs (``cnn_channels``,
         ``direction_dim``).
 
     >>> PPOConfig(n_steps=100)
@@ -214,12 +215,12 @@ def a2c_config(
     sequence_length: int | None = None,
     **kwargs: Any,
 ) -> PPOConfig:
-    """Recurrent A2C as PPO's special case (:class:`agents.RecurrentA2C`'s arguments and defaults): one epoch, the
-    whole rollout as one batch, no clipping, no advantage normalisation, RMSprop (alpha 0.99, ``eps=rms_prop_eps``).
+    """Recurrent A2C as PPO's special case (:class:`rims_rl.agents.RecurrentA2C`'s arguments and defaults): one epoch,
+    the whole rollout as one batch, no clipping, no advantage normalisation, RMSprop (alpha 0.99, ``eps=rms_prop_eps``).
 
     :param kwargs: further :class:`PPOConfig` fields (``n_envs``, ``core``, ``bootstrap_truncated``, ...); the ones
         A2C fixes (``batch_size``, ``n_epochs``, ``clip_range``, ``optimizer``, ``optimizer_eps``) are a TypeError,
-        as for :class:`agents.RecurrentA2C`.
+        as for :class:`rims_rl.agents.RecurrentA2C`.
     """
     fixed = sorted({"batch_size", "n_epochs", "clip_range", "optimizer", "optimizer_eps"} & set(kwargs))
     if fixed:
@@ -326,7 +327,7 @@ def init(key: Array, env: Any, config: PPOConfig) -> TrainState:
     Pure and traceable. For several seeds use :func:`init_seeds`, not ``jax.vmap`` of this function (it says why).
 
     :param key: a PRNG key.
-    :param env: a :class:`envs.jax.JaxEnv`.
+    :param env: a :class:`rims_rl.envs.jax.JaxEnv`.
     :param config: the hyperparameters.
     """
     key_params, key_reset, key_run = jax.random.split(key, 3)
@@ -362,7 +363,7 @@ def init_seeds(keys: Array, env: Any, config: PPOConfig) -> TrainState:
     ``tf_XLAEigen`` workers), the same kind of deadlock as PyAutoLabs/PyAutoFit#1530 reports for FFTs.
 
     :param keys: ``(S,)`` PRNG keys (``(S, 2)`` raw keys).
-    :param env: a :class:`envs.jax.JaxEnv`.
+    :param env: a :class:`rims_rl.envs.jax.JaxEnv`.
     :param config: the hyperparameters.
     """
     one = jax.jit(lambda key: init(key, env, config))
@@ -379,7 +380,7 @@ def _take(log_probs: Array, actions: Array) -> Array:
 
 
 def collect_rollout(state: TrainState, env: Any, config: PPOConfig) -> tuple[TrainState, Rollout, dict[str, Array]]:
-    """Step the ``E`` envs ``N`` times with the current policy, as :meth:`agents.RecurrentPPO.collect_rollouts`.
+    """Step the ``E`` envs ``N`` times with the current policy, as :meth:`rims_rl.agents.RecurrentPPO.collect_rollouts`.
 
     :return: the state after the rollout (envs, observations, recurrent state, rng, frame and episode counters), the
         rollout, and the statistics of the episodes that ended in it: ``rollout/ep_rew_mean``,
@@ -532,7 +533,8 @@ def chunk_batches(rollout: Rollout, advantages: Array, returns: Array, key: Arra
 
 
 def ppo_loss(params: Any, policy: ActorCritic, batch: Batch, config: PPOConfig) -> tuple[Array, dict[str, Array]]:
-    """The loss of one minibatch (:meth:`agents.RecurrentPPO.train`'s): each chunk replayed from its start state.
+    """The loss of one minibatch (:meth:`rims_rl.agents.RecurrentPPO.train`'s): each chunk replayed from its start
+    state.
 
     :param batch: one minibatch, fields ``(T, M, ...)``.
     :return: the loss and its parts: ``policy_gradient_loss``, ``value_loss``, ``entropy_loss``, ``loss``,
@@ -557,7 +559,7 @@ def ppo_loss(params: Any, policy: ActorCritic, batch: Batch, config: PPOConfig) 
         parts["clip_fraction"] = (jnp.abs(ratio - 1) > config.clip_range).mean()
     if config.clip_range_vf is None:
         value_loss = ((batch.returns - values) ** 2).mean()
-    else:  # torch-ac's clipped value loss, as agents.ppo.clipped_value_loss
+    else:  # torch-ac's clipped value loss, as rims_rl.agents.ppo.clipped_value_loss
         eps = config.clip_range_vf
         values_clipped = batch.old_values + jnp.clip(values - batch.old_values, -eps, eps)
         value_loss = jnp.maximum((values - batch.returns) ** 2, (values_clipped - batch.returns) ** 2).mean()
@@ -647,7 +649,7 @@ def evaluate(
 
     :param params: the policy's variables.
     :param key: a PRNG key (reset levels and sampled actions).
-    :param env: a :class:`envs.jax.JaxEnv`.
+    :param env: a :class:`rims_rl.envs.jax.JaxEnv`.
     :param config: the policy's config.
     :param episodes: ``M``, episodes counted.
     :param n_envs: envs played at once (at most ``episodes`` are used).
@@ -655,14 +657,14 @@ def evaluate(
         over ``[False, True]`` plays both modes in one compiled program).
     :param max_steps: the cap (``None``: none): an episode that reaches ``max_steps`` steps without ending is cut
         (its env reset) and counted as a failure with its return so far and length ``max_steps``, as the torch
-        evaluation (:mod:`experiments.eval_loop`).
+        evaluation (:mod:`rims_rl.experiments.eval_loop`).
     :return: ``return_mean``, ``return_std``, ``success_rate`` (return > 0), ``length_mean``, ``episodes``,
         ``capped_fraction`` (of the counted episodes, cut by the cap); the per-episode ``returns``, ``lengths`` and
         ``capped`` ``(M,)``; with a core that sows its active units (RIM): over the
         steps of the counted episodes, ``unit_activity`` ``(L, U)`` (fraction of steps each unit was active),
         ``switch_rate`` (fraction of consecutive step pairs of one episode whose active set differs, over layers)
         and ``selection_entropy`` (bits of the distribution of active sets per layer, averaged over layers), the
-        definitions of :mod:`experiments.eval_loop`, and the counts behind them: ``active_steps`` ``(L, U)``,
+        definitions of :mod:`rims_rl.experiments.eval_loop`, and the counts behind them: ``active_steps`` ``(L, U)``,
         ``steps``, ``switches``, ``pairs`` and ``set_counts`` ``(L, 2**U)`` (how often each active set occurred).
     """
     if episodes < 1 or n_envs < 1:
@@ -786,7 +788,7 @@ def evaluate(
     if has_active:
         p = c["set_counts"] / jnp.maximum(c["set_counts"].sum(-1, keepdims=True), 1.0)
         result.update(
-            # the counts behind the statistics, to pool several evaluations exactly (experiments.train_jax)
+            # the counts behind the statistics, to pool several evaluations exactly (rims_rl.experiments.train_jax)
             active_steps=c["active_steps"],
             steps=c["steps"],
             switches=c["switches"],

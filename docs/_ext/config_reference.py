@@ -58,7 +58,7 @@ def rows_for(schema: str, classes: dict[str, list[tuple[str, str, str]]], prefix
     field (``model``, ``agent``, ``env``, ``agent.policy_kwargs``) is followed by its section's fields"""
     from dataclasses import fields
 
-    import experiments.schema as schema_module
+    import rims_rl.experiments.schema as schema_module
 
     out: list[tuple[str, str]] = []
     dataclass = getattr(schema_module, schema)

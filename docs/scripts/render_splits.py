@@ -15,7 +15,7 @@ import gymnasium as gym
 import matplotlib.image
 import yaml
 
-from envs import register_envs
+from rims_rl.envs import register_envs
 
 ROOT = Path(__file__).resolve().parents[2]
 TILE = 12  # pixels per grid cell: a 16x16 grid is 192 px wide

@@ -1,7 +1,7 @@
 """MiniGrid worlds as pure JAX functions: navix 0.7.4's layouts and moves, MiniGrid's observation, reward and ends.
 
 navix (https://github.com/epignatelli/navix) builds the worlds; this module makes one navix env behave like the
-MiniGrid env it stands for (:data:`envs.jax.ids.JAX_ENVS`):
+MiniGrid env it stands for (:data:`rims_rl.envs.jax.ids.JAX_ENVS`):
 
 - observation: MiniGrid's 7x7x3 egocentric (object, colour, state) view, indexed ``image[i, j]`` with the agent at
   ``(3, 6)`` facing ``j = 0``, the carried object in the agent's cell and, in the worlds where MiniGrid sets
@@ -39,7 +39,7 @@ from navix.grid import positions_equal, translate
 from navix.rendering.cache import RenderingCache
 from navix.states import State
 
-from envs.jax.ids import validate_jax_env_id
+from rims_rl.envs.jax.ids import validate_jax_env_id
 
 __all__ = ["EnvState", "JaxEnv", "Obs", "make"]
 
@@ -64,7 +64,7 @@ DIR_TO_VEC = jnp.asarray([[1, 0], [0, 1], [-1, 0], [0, -1]], dtype=jnp.int32)
 class JaxEnv:
     """One MiniGrid world as pure functions of one env (callers ``jax.vmap`` them).
 
-    :param env_id: the JAX env id (navix's name, a key of :data:`envs.jax.ids.JAX_ENVS`)
+    :param env_id: the JAX env id (navix's name, a key of :data:`rims_rl.envs.jax.ids.JAX_ENVS`)
     :param num_actions: 7, MiniGrid's action set
     :param max_steps: MiniGrid's episode length limit
     :param reset: ``key -> (state, obs)``

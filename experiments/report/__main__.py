@@ -1,5 +1,5 @@
-"""``python -m experiments.report``: the same as ``rims-rl-report``."""
+"""``python -m rims_rl.experiments.report``: the same as ``rims-rl-report``."""
 
-from experiments.report.cli import main
+from rims_rl.experiments.report.cli import main
 
 main()

@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.limits import MAX_SEED, ArgumentParser, count
-from experiments.report.markdown import markdown
-from experiments.report.options import Options
-from experiments.report.runs import PROG, ReportError, Run, find_runs, save_runs
-from experiments.report.split import report_split
-from experiments.report.wandb_log import log_wandb
+from rims_rl.experiments.limits import MAX_SEED, ArgumentParser, count
+from rims_rl.experiments.report.markdown import markdown
+from rims_rl.experiments.report.options import Options
+from rims_rl.experiments.report.runs import PROG, ReportError, Run, find_runs, save_runs
+from rims_rl.experiments.report.split import report_split
+from rims_rl.experiments.report.wandb_log import log_wandb
 
 
 def build_report(dirs: Sequence[Path], out: Path, opts: Options, wandb_project: str | None = None) -> Path:

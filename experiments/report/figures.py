@@ -22,11 +22,11 @@ try:
 except ImportError as err:  # a dependency of the package; say how to get it back
     raise ImportError(f"rims-rl-report draws with matplotlib: pip install matplotlib ({err})") from err
 
-from experiments.layout import fit_titles
-from experiments.report.options import STAT_NAMES, Options, panels
-from experiments.report.runs import HELDOUT, TRAIN, Run, env_scope, short_env, split_envs
-from experiments.report.stats import mean_curve
-from experiments.selection import draw_raster, load_episodes, panel_title
+from rims_rl.experiments.layout import fit_titles
+from rims_rl.experiments.report.options import STAT_NAMES, Options, panels
+from rims_rl.experiments.report.runs import HELDOUT, TRAIN, Run, env_scope, short_env, split_envs
+from rims_rl.experiments.report.stats import mean_curve
+from rims_rl.experiments.selection import draw_raster, load_episodes, panel_title
 
 #: ``draw(split, groups, opts)``: the figure of a split (``groups``: model label -> runs), or ``None`` when it has
 #: nothing to show.
@@ -180,9 +180,9 @@ def _last_activity(run: Run) -> dict[str, Any]:
 
 
 def selection_raster(split: str, groups: dict[str, list[Run]], opts: Options) -> MplFigure | None:
-    """One episode's selection raster (:mod:`experiments.selection`) for the first seed of each model that recorded
-    one (runs of cores that report units): one row per model, one column per recorded env (train first), units x
-    steps, active in colour, the episode's events as vertical lines.
+    """One episode's selection raster (:mod:`rims_rl.experiments.selection`) for the first seed of each model that
+    recorded one (runs of cores that report units): one row per model, one column per recorded env (train first), units
+    x steps, active in colour, the episode's events as vertical lines.
 
     :param split: the split's name
     :param groups: label -> runs

@@ -7,12 +7,12 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from experiments.published import Published, for_split
-from experiments.report.options import STAT_NAMES, Options
-from experiments.report.runs import HELDOUT, MAX_STEPS, TRAIN, Run, relative_path, short_env, split_envs
-from experiments.report.split import SplitReport
-from experiments.report.stats import Estimate
-from experiments.report.tables import STATIC_SWITCH_RATE, FinalRow, SelectionRow, static_selection
+from rims_rl.experiments.published import Published, for_split
+from rims_rl.experiments.report.options import STAT_NAMES, Options
+from rims_rl.experiments.report.runs import HELDOUT, MAX_STEPS, TRAIN, Run, relative_path, short_env, split_envs
+from rims_rl.experiments.report.split import SplitReport
+from rims_rl.experiments.report.stats import Estimate
+from rims_rl.experiments.report.tables import STATIC_SWITCH_RATE, FinalRow, SelectionRow, static_selection
 
 
 def _fmt(value: float | None) -> str:

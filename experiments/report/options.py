@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
-from experiments.report.runs import HELDOUT, TRAIN, Run, env_scope, short_env, split_envs
+from rims_rl.experiments.report.runs import HELDOUT, TRAIN, Run, env_scope, short_env, split_envs
 
 #: The scores a report shows: stat -> its name in titles.
 STAT_NAMES = {"return": "return", "success": "success rate"}
@@ -23,7 +23,7 @@ class Options:
     :param seed: seed of the bootstraps
     :param baseline: the core every other model is compared with (``run_info["core"]``)
     :param label_by: key prefixes of the overrides that join a run's model label
-        (:func:`~experiments.report.runs.label_runs`)
+        (:func:`~rims_rl.experiments.report.runs.label_runs`)
     """
 
     greedy: bool = False

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from experiments.metrics import METRICS_FILE, OVERRIDES_FILE, RUN_INFO_FILE, read_metrics
+from rims_rl.experiments.metrics import METRICS_FILE, OVERRIDES_FILE, RUN_INFO_FILE, read_metrics
 
 PROG = "rims-rl-report"
 INFO_KEYS = ("split", "model", "seed", "train_envs", "heldout_envs")

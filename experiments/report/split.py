@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from experiments.report.figures import Drawn, draw_figures
-from experiments.report.options import Options
-from experiments.report.runs import Run, label_runs
-from experiments.report.tables import (
+from rims_rl.experiments.report.figures import Drawn, draw_figures
+from rims_rl.experiments.report.options import Options
+from rims_rl.experiments.report.runs import Run, label_runs
+from rims_rl.experiments.report.tables import (
     FinalRow,
     Improvement,
     SelectionRow,
@@ -28,7 +28,7 @@ class SplitReport(NamedTuple):
     :param final: the final-score table
     :param improvement: the probability-of-improvement table
     :param selection: the unit-selection table (models whose cores report units)
-    :param figures: the figures drawn, in :data:`~experiments.report.figures.FIGURES` order
+    :param figures: the figures drawn, in :data:`~rims_rl.experiments.report.figures.FIGURES` order
     :param tables: the CSV files
     """
 

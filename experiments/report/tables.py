@@ -12,10 +12,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from experiments.published import for_split
-from experiments.report.options import STAT_NAMES, Options, Panel
-from experiments.report.runs import HELDOUT, TRAIN, Run, env_scope, split_envs
-from experiments.report.stats import Estimate, iqm, probability_of_improvement
+from rims_rl.experiments.published import for_split
+from rims_rl.experiments.report.options import STAT_NAMES, Options, Panel
+from rims_rl.experiments.report.runs import HELDOUT, TRAIN, Run, env_scope, split_envs
+from rims_rl.experiments.report.stats import Estimate, iqm, probability_of_improvement
 
 
 class FinalRow(NamedTuple):
@@ -133,7 +133,7 @@ def improvement_table(groups: dict[str, list[Run]], opts: Options) -> list[Impro
 #: A run whose switch rate at its last evaluation is below this on the train and on the held-out envs has a
 #: "static selection" (:func:`static_selection`).
 STATIC_SWITCH_RATE = 0.01
-#: The selection statistics of :mod:`experiments.eval_loop` the selection table reports.
+#: The selection statistics of :mod:`rims_rl.experiments.eval_loop` the selection table reports.
 SELECTION_STATS = ("switch_rate", "selection_entropy")
 
 

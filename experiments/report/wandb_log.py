@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.report.runs import PROG, Run
-from experiments.report.split import SplitReport
-from experiments.report.tables import (
+from rims_rl.experiments.report.runs import PROG, Run
+from rims_rl.experiments.report.split import SplitReport
+from rims_rl.experiments.report.tables import (
     FINAL_HEADER,
     IMPROVEMENT_HEADER,
     SELECTION_HEADER,
