@@ -347,7 +347,10 @@ def test_update_metrics_and_counters() -> None:
             "expected core in ('lstm', 'gru', 'rim') (the JAX backend's cores), got 'transformer'",
         ),
         ({"core_kwargs": {"hidden_size": 16, "num_layers": 2}}, "expected core_kwargs accepted by the JAX core 'lstm'"),
-        ({"core": "rim", "core_kwargs": {"hidden_size": 16, "num_units": 4, "k": 5}}, "expected 1 <= k <= num_units=4"),
+        (
+            {"core": "rim", "core_kwargs": {"hidden_size": 16, "num_units": 4, "k": 5}},
+            "expected an int k with 1 <= k <= num_units=4, got k=5",
+        ),
         (
             {"core": "rim", "core_kwargs": {"hidden_size": 16, "num_units": 4, "k": 2, "dropout": 0.1}},
             "expected core dropout=0",
