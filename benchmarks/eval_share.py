@@ -21,9 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rims_rl.experiments.limits import ArgumentParser
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="rims-rl-train overrides, e.g. env=doorkey")
     parser.add_argument("--run-dir", type=Path, default=None, help="the run directory (default: a temporary one)")
     args = parser.parse_args()
@@ -31,10 +33,16 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
 
     import rims_rl.experiments.train
-    from rims_rl.experiments.config import CONFIG_DIR, build_spec
+    from rims_rl.experiments.config import CONFIG_DIR, ConfigError, build_spec, check_command_line, fail
+    from rims_rl.experiments.schema import TrainSchema
 
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", [*args.overrides, "logger.wandb.mode=disabled"])
+    try:  # the overrides checked as rims-rl-train checks them, in one line, before any env is built
+        check_command_line(args.overrides, "train", TrainSchema)
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", [*args.overrides, "logger.wandb.mode=disabled"])
+        spec = build_spec(cfg)
+    except ConfigError as err:
+        fail(err, parser.prog)
     start, cpu_start = time.perf_counter(), time.process_time()
     evals: list[float] = []
     cpu_evals: list[float] = []  # this process's CPU seconds: less sensitive than wall time to a busy machine
@@ -59,7 +67,7 @@ def main() -> None:
     print(f"code: {Path(rims_rl.experiments.train.__file__).parent.parent}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run_dir or Path(tmp)
-        rims_rl.experiments.train.train(cfg, build_spec(cfg), run_dir)
+        rims_rl.experiments.train.train(cfg, spec, run_dir)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     print(
         f"total: wall {wall:.1f} s, {len(evals)} evaluations {sum(evals):.1f} s, share {sum(evals) / wall:.1%} "

@@ -63,6 +63,9 @@ def test_memory_benchmark_rejects_core_kwargs_a_core_does_not_take(
             ["--repeats", "2.5"],
             "argument --repeats: expected a whole number in [1, 1000000], got '2.5'",
         ),
+        ("eval_cost.py", ["--n-envs", "4", "0"], "argument --n-envs: expected a whole number in [1, 1000000], got '0'"),
+        ("eval_cost.py", ["env=doorkey", "eval.n_envs=0"], "eval.n_envs=0 is invalid; expected a whole number"),
+        ("eval_share.py", ["total_frames=1e99"], "total_frames=1e+99 is invalid; expected"),
         (
             "jax_env_throughput.py",
             ["--steps", "x"],
