@@ -13,13 +13,11 @@ from __future__ import annotations
 import time
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from rims_rl.experiments.builders import build_agent, build_eval_targets, build_train_env
-from rims_rl.experiments.config import CONFIG_DIR, ConfigError, build_spec, check_command_line, fail
+from rims_rl.experiments.config import ConfigError, compose_run, fail
 from rims_rl.experiments.eval_loop import evaluate
 from rims_rl.experiments.limits import ArgumentParser, count
-from rims_rl.experiments.schema import TrainSchema
 
 
 def main() -> None:
@@ -29,11 +27,8 @@ def main() -> None:
     parser.add_argument("--n-envs", type=count(), nargs="+", default=[4, 10], help="sub-envs per env id and mode")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    try:  # the overrides checked as rims-rl-train checks them, in one line, before any env is built
-        check_command_line(args.overrides, "train", TrainSchema)
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", [*args.overrides, "logger.wandb.mode=disabled"])
-        spec = build_spec(cfg)
+    try:
+        cfg, spec = compose_run(args.overrides)
     except ConfigError as err:
         fail(err, parser.prog)
     agent = build_agent(cfg, spec, build_train_env(cfg, spec, cfg.seed))

@@ -30,17 +30,11 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=None, help="the run directory (default: a temporary one)")
     args = parser.parse_args()
 
-    from hydra import compose, initialize_config_dir
-
     import rims_rl.experiments.train
-    from rims_rl.experiments.config import CONFIG_DIR, ConfigError, build_spec, check_command_line, fail
-    from rims_rl.experiments.schema import TrainSchema
+    from rims_rl.experiments.config import ConfigError, compose_run, fail
 
-    try:  # the overrides checked as rims-rl-train checks them, in one line, before any env is built
-        check_command_line(args.overrides, "train", TrainSchema)
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", [*args.overrides, "logger.wandb.mode=disabled"])
-        spec = build_spec(cfg)
+    try:
+        cfg, spec = compose_run(args.overrides)
     except ConfigError as err:
         fail(err, parser.prog)
     start, cpu_start = time.perf_counter(), time.process_time()

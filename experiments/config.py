@@ -364,6 +364,20 @@ def build_spec(cfg: DictConfig) -> RunSpec:
     )
 
 
+def compose_run(overrides: list[str]) -> tuple[DictConfig, RunSpec]:
+    """The config that ``rims-rl-train <overrides>`` runs, with W&B disabled, checked as that command checks it
+    (:func:`check_command_line`, then :func:`build_spec`): for scripts that drive the training loop themselves
+    (``benchmarks/``).
+
+    :param overrides: ``rims-rl-train`` overrides, e.g. ``["env=doorkey"]``
+    :return: the composed config and its spec
+    :raises ConfigError: on the first bad value, before any env is built
+    """
+    check_command_line(overrides, "train", TrainSchema)
+    cfg = _compose("train", [*overrides, "logger.wandb.mode=disabled"], CONFIG_DIR)
+    return cfg, build_spec(cfg)
+
+
 def check_algorithm(agent: DictConfig) -> None:
     """Check the ``agent`` section's arguments by constructing the algorithm without an env (nothing is built: no
     policy, no buffer), so its own checks (``n_steps`` a multiple of ``sequence_length``, ...) run before any env.
