@@ -47,6 +47,10 @@ from tqdm import tqdm
 
 from rims_rl import map_state
 
+#: An eval row's episodes per env id and action mode, its cap on episode steps (``eval.max_steps``; absent: no
+#: cap) and the mark of the final evaluation (:func:`row_keys`; read by ``rims-rl-report``).
+EPISODES, MAX_STEPS, FINAL = "eval/episodes", "eval/max_steps", "eval/final"
+
 #: The statistics logged per scope; ``greedy_*`` are the same with deterministic actions.
 STATS = (
     "return_mean",
@@ -357,6 +361,27 @@ def episode_stats(sampled: Episodes, greedy: Episodes, capped: bool = False) -> 
 
 def _concat(episodes: Sequence[Episodes]) -> Episodes:
     return Episodes(*(np.concatenate(column) for column in zip(*episodes, strict=True)))
+
+
+def row_keys(episodes: int, seconds: float, max_steps: int | None, final: bool) -> dict[str, float]:
+    """The keys an evaluation row carries beside its metrics, in both backends' training loops.
+
+    :param episodes: the evaluation's episodes per env id and action mode
+    :param seconds: its wall time
+    :param max_steps: its cap on an episode's steps (``None``: none)
+    :param final: whether it is the final evaluation
+    :return: ``eval/episodes``, ``time/eval_seconds``; ``eval/max_steps`` with a cap; ``eval/final: 1`` for the
+        final evaluation
+
+    >>> row_keys(10, 1.5, None, False), row_keys(100, 2.0, 256, True)[MAX_STEPS]
+    ({'eval/episodes': 10, 'time/eval_seconds': 1.5}, 256)
+    """
+    keys: dict[str, float] = {EPISODES: episodes, "time/eval_seconds": seconds}
+    if max_steps is not None:
+        keys[MAX_STEPS] = max_steps
+    if final:
+        keys[FINAL] = 1
+    return keys
 
 
 def eval_bar(total: int, desc: str) -> tqdm:

@@ -61,7 +61,7 @@ from rims_rl.experiments.config import (
     fail,
     to_dict,
 )
-from rims_rl.experiments.eval_loop import EvalTarget, evaluate, reports_units
+from rims_rl.experiments.eval_loop import EvalTarget, evaluate, reports_units, row_keys
 from rims_rl.experiments.metrics import (
     METRICS_FILE,
     RUN_INFO_FILE,
@@ -259,12 +259,7 @@ def learn(
                 )
                 began = time.perf_counter()
                 results = evaluate(model, targets, episodes, n_envs, eval_seed, spec.eval_max_steps, progress=True)
-                results["time/eval_seconds"] = time.perf_counter() - began
-                results["eval/episodes"] = episodes
-                if spec.eval_max_steps is not None:
-                    results["eval/max_steps"] = spec.eval_max_steps
-                if done:
-                    results["eval/final"] = 1
+                results.update(row_keys(episodes, time.perf_counter() - began, spec.eval_max_steps, done))
                 metrics.log(frames, results)
                 train_return, heldout_return = results["eval/train/return_mean"], results["eval/heldout/return_mean"]
                 bar.set_postfix(train=train_return, heldout=heldout_return, refresh=False)

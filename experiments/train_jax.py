@@ -34,7 +34,7 @@ from rims_rl.envs.jax import make
 from rims_rl.experiments.builders import eval_seed_of
 from rims_rl.experiments.checkpoint import TRAIN_STATE_FILE, Checkpoint, list_checkpoints, write_checkpoint
 from rims_rl.experiments.config import ConfigError, RunSpec, to_dict
-from rims_rl.experiments.eval_loop import entropy_bits, target_name
+from rims_rl.experiments.eval_loop import entropy_bits, row_keys, target_name
 from rims_rl.experiments.metrics import METRICS_FILE, OVERRIDES_FILE, MetricsLog, truncate_metrics
 from rims_rl.experiments.selection import RASTER_FILE
 from rims_rl.experiments.selection_jax import record_selection
@@ -255,15 +255,11 @@ def _learn(
                 final = done
                 began = time.perf_counter()
                 results = evaluators(state.params, plan.seeds, final)
-                eval_seconds = time.perf_counter() - began
+                episodes = spec.final_episodes if final else spec.eval_episodes
+                # the seconds of all the job's seeds together
+                keys = row_keys(episodes, time.perf_counter() - began, spec.eval_max_steps, final)
                 for i, metrics_log in enumerate(logs):
-                    row = {**results[i], "eval/episodes": spec.final_episodes if final else spec.eval_episodes}
-                    row["time/eval_seconds"] = eval_seconds  # all seeds of the job together
-                    if spec.eval_max_steps is not None:
-                        row["eval/max_steps"] = spec.eval_max_steps
-                    if final:
-                        row["eval/final"] = 1
-                    metrics_log.log(frames, row)
+                    metrics_log.log(frames, {**results[i], **keys})
                 train_return = np.mean([r["eval/train/return_mean"] for r in results])
                 heldout_return = np.mean([r["eval/heldout/return_mean"] for r in results])
                 bar.set_postfix(train=train_return, heldout=heldout_return, refresh=False)

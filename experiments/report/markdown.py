@@ -7,9 +7,10 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from rims_rl.experiments.eval_loop import MAX_STEPS
 from rims_rl.experiments.published import Published, for_split
 from rims_rl.experiments.report.options import STAT_NAMES, Options
-from rims_rl.experiments.report.runs import HELDOUT, MAX_STEPS, TRAIN, Run, relative_path, short_env, split_envs
+from rims_rl.experiments.report.runs import HELDOUT, TRAIN, Run, relative_path, short_env, split_envs
 from rims_rl.experiments.report.split import SplitReport
 from rims_rl.experiments.report.stats import Estimate
 from rims_rl.experiments.report.tables import STATIC_SWITCH_RATE, FinalRow, SelectionRow, static_selection

@@ -15,16 +15,13 @@ from typing import Any
 import numpy as np
 import yaml
 
+from rims_rl.experiments.eval_loop import EPISODES
 from rims_rl.experiments.metrics import METRICS_FILE, OVERRIDES_FILE, RUN_INFO_FILE, read_metrics
 
 PROG = "rims-rl-report"
 INFO_KEYS = ("split", "model", "seed", "train_envs", "heldout_envs")
 #: Pooled scopes of the eval metrics (``eval/<scope>/<stat>``); the other scopes are env ids.
 TRAIN, HELDOUT = "train", "heldout"
-#: An eval row's episodes per env id and action mode, and the mark of the final evaluation (``rims-rl-train``).
-EPISODES, FINAL = "eval/episodes", "eval/final"
-#: An eval row's cap on episode steps (``eval.max_steps``; absent: no cap).
-MAX_STEPS = "eval/max_steps"
 #: The file in which a report keeps its runs (:func:`save_runs`), so that a report directory is an input too.
 RUNS_FILE = "runs.jsonl"
 
